@@ -1,0 +1,102 @@
+//! Memory tier: a moka cache of entries, bounded by an approximate byte budget.
+
+use moka::future::Cache;
+
+use crate::key::CacheKey;
+use crate::meta::Entry;
+
+/// Rough per-entry cost beyond the body: key, `EntryMeta`, validators, moka bookkeeping.
+const ENTRY_OVERHEAD: u64 = 200;
+
+/// Byte-weighted in-memory cache; clones share the same storage.
+#[derive(Clone, Debug)]
+pub struct MemoryTier {
+    cache: Cache<CacheKey, Entry>,
+}
+
+/// moka weights are u32; an entry over 4 GiB is clamped (it would evict everything anyway).
+fn weigh(_key: &CacheKey, entry: &Entry) -> u32 {
+    let bytes = entry.meta.body_len + entry.meta.content_type.len() as u64 + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl MemoryTier {
+    /// A tier holding at most about `capacity_bytes` of entries.
+    pub fn new(capacity_bytes: u64) -> MemoryTier {
+        let cache = Cache::builder().max_capacity(capacity_bytes).weigher(weigh).build();
+        MemoryTier { cache }
+    }
+
+    /// The entry for `key`, if cached (a cheap clone: the body is shared).
+    pub async fn get(&self, key: &CacheKey) -> Option<Entry> {
+        self.cache.get(key).await
+    }
+
+    /// Inserts or replaces the entry for `key`.
+    pub async fn insert(&self, key: CacheKey, entry: Entry) {
+        self.cache.insert(key, entry).await;
+    }
+
+    /// Drops the entry for `key`, if any.
+    pub async fn remove(&self, key: &CacheKey) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Current total weight in bytes (approximate until pending tasks have run).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Current number of entries (approximate until pending tasks have run).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Applies moka's deferred bookkeeping (evictions, size counters); moka has no
+    /// background thread, so tests and metrics call this before reading sizes.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::meta::EntryKind;
+
+    fn entry(len: usize) -> Entry {
+        Entry::new(EntryKind::Image, "image/png".to_owned(), None, None, 0, 10, Bytes::from(vec![7u8; len]))
+    }
+
+    #[tokio::test]
+    async fn weighted_size_stays_within_capacity() {
+        let capacity = 100_000;
+        let mem = MemoryTier::new(capacity);
+        for i in 0u32..500 {
+            mem.insert(CacheKey::from_parts(&[&i.to_le_bytes()]), entry(1_000)).await;
+        }
+        mem.run_pending_tasks().await;
+        assert!(mem.weighted_size() <= capacity, "{}", mem.weighted_size());
+        assert!(mem.entry_count() > 0);
+        assert!(mem.entry_count() < 500);
+    }
+
+    #[tokio::test]
+    async fn get_insert_remove() {
+        let mem = MemoryTier::new(1 << 20);
+        let k = CacheKey::from_parts(&[b"a"]);
+        assert!(mem.get(&k).await.is_none());
+        mem.insert(k, entry(10)).await;
+        let got = mem.get(&k).await.expect("hit");
+        assert_eq!(got.body.len(), 10);
+        mem.remove(&k).await;
+        assert!(mem.get(&k).await.is_none());
+    }
+
+    #[test]
+    fn weight_counts_body_and_clamps() {
+        assert_eq!(weigh(&CacheKey::from_parts(&[]), &entry(1_000)), 1_209);
+    }
+}

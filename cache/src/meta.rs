@@ -1,0 +1,320 @@
+//! Entry metadata and the versioned, self-verifying on-disk encoding of one cache entry.
+//!
+//! File layout (all integers little-endian):
+//! ```text
+//! magic "MIRAGEC\0" | version u16 (=1) | header_len u32 | header | check [8] | body
+//! header = key [32] | kind u8 | stored_at u64 | expires_at u64 | body_len u64 | body_sha256 [32]
+//!        | content_type (u16 len + UTF-8) | etag (u8 flag [+ u16 len + UTF-8]) | last_modified (same)
+//! check  = first 8 bytes of sha256(magic .. end of header)
+//! ```
+//! The header check catches bit rot in the times and validators, which the body digest
+//! cannot see; the body digest catches torn or flipped bodies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::key::CacheKey;
+
+/// Identifies our files; a different magic means "not ours", never "try to parse".
+const MAGIC: &[u8; 8] = b"MIRAGEC\0";
+/// Bumped on any layout change; old files then read as corrupt and are replaced.
+const FORMAT_VERSION: u16 = 1;
+/// magic + version + header_len.
+const PREAMBLE_LEN: usize = 8 + 2 + 4;
+const CHECK_LEN: usize = 8;
+/// Fixed part of the header: key, kind, three u64s, body digest.
+const FIXED_HEADER_LEN: usize = 32 + 1 + 8 * 3 + 32;
+/// Upper bound on a header: fixed part plus three maximal strings with their prefixes.
+const MAX_HEADER_LEN: usize = FIXED_HEADER_LEN + 2 + 2 * 3 + 3 * (u16::MAX as usize);
+
+/// What an entry records about the upstream answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A cached image body.
+    Image,
+    /// A negative-cached upstream 404/410 (body is usually empty).
+    NotFound,
+}
+
+/// Everything about an entry except its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Image or negative entry.
+    pub kind: EntryKind,
+    /// Media type of the body, e.g. `image/webp`.
+    pub content_type: String,
+    /// Upstream validator, verbatim.
+    pub etag: Option<String>,
+    /// Upstream validator, verbatim HTTP-date.
+    pub last_modified: Option<String>,
+    /// Unix seconds when fetched or last revalidated.
+    pub stored_at: u64,
+    /// Unix seconds: the entry is fresh while `now < expires_at`.
+    pub expires_at: u64,
+    /// Length of the body in bytes.
+    pub body_len: u64,
+    /// SHA-256 of the body.
+    pub body_sha256: [u8; 32],
+}
+
+/// One cache entry: shared metadata plus a reference-counted body (clones copy no bytes).
+#[derive(Clone)]
+pub struct Entry {
+    /// Metadata, shared between clones.
+    pub meta: Arc<EntryMeta>,
+    /// The body bytes.
+    pub body: Bytes,
+}
+
+/// Why an on-disk entry was rejected; such files are deleted, never served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt cache entry: {reason}")]
+pub struct CorruptEntry {
+    /// Short, static description of the first check that failed.
+    pub reason: &'static str,
+}
+
+fn corrupt(reason: &'static str) -> CorruptEntry {
+    CorruptEntry { reason }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+impl Entry {
+    /// Builds an entry, computing `body_len` and `body_sha256` from `body`.
+    pub fn new(
+        kind: EntryKind,
+        content_type: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        stored_at: u64,
+        expires_at: u64,
+        body: Bytes,
+    ) -> Entry {
+        let meta = EntryMeta {
+            kind,
+            content_type,
+            etag,
+            last_modified,
+            stored_at,
+            expires_at,
+            body_len: body.len() as u64,
+            body_sha256: sha256(&body),
+        };
+        Entry { meta: Arc::new(meta), body }
+    }
+
+    /// True while `now < expires_at`.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        now < self.meta.expires_at
+    }
+
+    /// The same body with new times, after a 304 revalidation; validators are replaced only
+    /// when the upstream sent new ones.
+    pub fn refreshed(
+        &self,
+        stored_at: u64,
+        expires_at: u64,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> Entry {
+        let mut meta = EntryMeta::clone(&self.meta);
+        meta.stored_at = stored_at;
+        meta.expires_at = expires_at;
+        if etag.is_some() {
+            meta.etag = etag;
+        }
+        if last_modified.is_some() {
+            meta.last_modified = last_modified;
+        }
+        Entry { meta: Arc::new(meta), body: self.body.clone() }
+    }
+
+    /// Strong ETag for clients, derived from the body digest so it is stable across tiers,
+    /// restarts and replicas: `"` + 32 hex chars + `"`.
+    pub fn etag_token(&self) -> String {
+        format!("\"{}\"", hex::encode(&self.meta.body_sha256[..16]))
+    }
+}
+
+impl fmt::Debug for Entry {
+    // The body can be megabytes; print its length, not its bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("meta", &self.meta)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Callers guarantee s.len() <= u16::MAX.
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    // A validator that does not fit is dropped rather than truncated: a cut validator would
+    // make revalidation lie, a missing one only makes it unconditional.
+    match s.filter(|s| s.len() <= u16::MAX as usize) {
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
+/// Encodes everything that precedes the body in a cache file (preamble, header and check).
+/// The caller writes the body right after it.
+pub fn encode_header(key: &CacheKey, meta: &EntryMeta) -> Vec<u8> {
+    let mut header = Vec::with_capacity(FIXED_HEADER_LEN + 64 + meta.content_type.len());
+    header.extend_from_slice(key.as_bytes());
+    header.push(match meta.kind {
+        EntryKind::Image => 0,
+        EntryKind::NotFound => 1,
+    });
+    header.extend_from_slice(&meta.stored_at.to_le_bytes());
+    header.extend_from_slice(&meta.expires_at.to_le_bytes());
+    header.extend_from_slice(&meta.body_len.to_le_bytes());
+    header.extend_from_slice(&meta.body_sha256);
+    put_str(&mut header, truncate_utf8(&meta.content_type, u16::MAX as usize));
+    put_opt(&mut header, meta.etag.as_deref());
+    put_opt(&mut header, meta.last_modified.as_deref());
+
+    let mut out = Vec::with_capacity(PREAMBLE_LEN + header.len() + CHECK_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // header.len() <= MAX_HEADER_LEN, far below u32::MAX.
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    let check = sha256(&out);
+    out.extend_from_slice(&check[..CHECK_LEN]);
+    out
+}
+
+/// Bounds-checked reader over untrusted bytes: every length is checked against what is left
+/// before anything is sliced, so no input can panic or make us allocate beyond the file.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptEntry> {
+        if n > self.buf.len() {
+            return Err(corrupt("field runs past end of header"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CorruptEntry> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, CorruptEntry> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, CorruptEntry> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, CorruptEntry> {
+        let len = u16::from_le_bytes(self.array()?) as usize;
+        let raw = self.take(len)?;
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| corrupt("string is not UTF-8"))
+    }
+
+    fn opt_string(&mut self) -> Result<Option<String>, CorruptEntry> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.string().map(Some),
+            _ => Err(corrupt("bad presence flag")),
+        }
+    }
+}
+
+/// Decodes and verifies a whole cache file read for `key`. The body is a zero-copy slice
+/// of `file_bytes`. Any failed check yields `CorruptEntry`; nothing here panics on input.
+pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> {
+    let file: &[u8] = &file_bytes;
+    if file.len() < PREAMBLE_LEN {
+        return Err(corrupt("file shorter than preamble"));
+    }
+    if &file[0..8] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    if u16::from_le_bytes([file[8], file[9]]) != FORMAT_VERSION {
+        return Err(corrupt("unsupported format version"));
+    }
+    let header_len = u32::from_le_bytes([file[10], file[11], file[12], file[13]]) as usize;
+    if !(FIXED_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_len) {
+        return Err(corrupt("header length out of range"));
+    }
+    // Checked arithmetic is unnecessary (header_len is bounded) but the comparison is not.
+    let header_end = PREAMBLE_LEN + header_len;
+    let body_start = header_end + CHECK_LEN;
+    if body_start > file.len() {
+        return Err(corrupt("header runs past end of file"));
+    }
+    let check = sha256(&file[..header_end]);
+    if file[header_end..body_start] != check[..CHECK_LEN] {
+        return Err(corrupt("header check mismatch"));
+    }
+
+    let mut r = Reader { buf: &file[PREAMBLE_LEN..header_end] };
+    if r.array::<32>()? != *key.as_bytes() {
+        return Err(corrupt("key mismatch"));
+    }
+    let kind = match r.u8()? {
+        0 => EntryKind::Image,
+        1 => EntryKind::NotFound,
+        _ => return Err(corrupt("unknown entry kind")),
+    };
+    let stored_at = r.u64()?;
+    let expires_at = r.u64()?;
+    let body_len = r.u64()?;
+    let body_sha256 = r.array::<32>()?;
+    let content_type = r.string()?;
+    let etag = r.opt_string()?;
+    let last_modified = r.opt_string()?;
+    if !r.buf.is_empty() {
+        return Err(corrupt("trailing bytes in header"));
+    }
+
+    let remaining = (file.len() - body_start) as u64;
+    if body_len != remaining {
+        return Err(corrupt("body length does not match file size"));
+    }
+    let body = file_bytes.slice(body_start..);
+    if sha256(&body) != body_sha256 {
+        return Err(corrupt("body digest mismatch"));
+    }
+    let meta = EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, body_len, body_sha256 };
+    Ok(Entry { meta: Arc::new(meta), body })
+}
+
+#[cfg(test)]
+#[path = "meta_tests.rs"]
+mod tests;

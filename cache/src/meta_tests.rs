@@ -1,0 +1,178 @@
+//! Unit tests for the entry encoding: round trips and every kind of corruption.
+
+use super::*;
+
+fn key() -> CacheKey {
+    CacheKey::from_parts(&[b"https://example.com/cat.jpg", b"w=300"])
+}
+
+fn sample() -> Entry {
+    Entry::new(
+        EntryKind::Image,
+        "image/jpeg".to_owned(),
+        Some("\"abc\"".to_owned()),
+        Some("Wed, 21 Oct 2015 07:28:00 GMT".to_owned()),
+        1_000,
+        2_000,
+        Bytes::from_static(b"\xff\xd8 pretend jpeg body \xff\xd9"),
+    )
+}
+
+fn encode_file(key: &CacheKey, entry: &Entry) -> Vec<u8> {
+    let mut file = encode_header(key, &entry.meta);
+    file.extend_from_slice(&entry.body);
+    file
+}
+
+/// Builds a file around a hand-made header with a *valid* check, so the test reaches the
+/// field-level validation instead of stopping at the header check.
+fn forge(header: &[u8], body: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    let check = sha256(&out);
+    out.extend_from_slice(&check[..CHECK_LEN]);
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// A valid header for `body`, with a hook to tamper with fields before the strings.
+fn header_for(body: &[u8], kind: u8, body_len: u64, tail: &[u8]) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(key().as_bytes());
+    h.push(kind);
+    h.extend_from_slice(&1u64.to_le_bytes());
+    h.extend_from_slice(&2u64.to_le_bytes());
+    h.extend_from_slice(&body_len.to_le_bytes());
+    h.extend_from_slice(&sha256(body));
+    h.extend_from_slice(tail);
+    h
+}
+
+const GOOD_TAIL: &[u8] = b"\x03\x00abc\x00\x00";
+
+#[test]
+fn round_trip_with_and_without_validators() {
+    let k = key();
+    for entry in [sample(), Entry::new(EntryKind::NotFound, String::new(), None, None, 5, 6, Bytes::new())] {
+        let file = Bytes::from(encode_file(&k, &entry));
+        let back = decode(&k, file.clone()).expect("decodes");
+        assert_eq!(*back.meta, *entry.meta);
+        assert_eq!(back.body, entry.body);
+        // Zero copy: the body points into the file buffer.
+        let start = file.as_ptr() as usize;
+        let body = back.body.as_ptr() as usize;
+        assert!(body >= start && body + back.body.len() <= start + file.len());
+    }
+}
+
+#[test]
+fn forged_good_header_decodes() {
+    // Guards the forging helper: if this failed, the rejection tests below would prove nothing.
+    let body = b"xyz";
+    let file = forge(&header_for(body, 0, 3, GOOD_TAIL), body);
+    let e = decode(&key(), file).expect("valid forged file");
+    assert_eq!(e.meta.content_type, "abc");
+}
+
+#[test]
+fn every_single_byte_flip_is_rejected() {
+    let k = key();
+    let file = encode_file(&k, &sample());
+    for i in 0..file.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut bad = file.clone();
+            bad[i] ^= mask;
+            assert!(decode(&k, Bytes::from(bad)).is_err(), "flip of byte {i} (mask {mask:#x}) accepted");
+        }
+    }
+}
+
+#[test]
+fn every_truncation_and_extension_is_rejected() {
+    let k = key();
+    let file = encode_file(&k, &sample());
+    for len in 0..file.len() {
+        let r = decode(&k, Bytes::copy_from_slice(&file[..len]));
+        assert!(r.is_err(), "truncation to {len} accepted");
+    }
+    let mut longer = file.clone();
+    longer.push(0);
+    assert!(decode(&k, Bytes::from(longer)).is_err());
+}
+
+#[test]
+fn rejects_wrong_magic_version_and_key() {
+    let k = key();
+    let file = encode_file(&k, &sample());
+    let mut bad = file.clone();
+    bad[0] = b'X';
+    assert_eq!(decode(&k, Bytes::from(bad)).unwrap_err().reason, "bad magic");
+    let mut bad = file.clone();
+    bad[8..10].copy_from_slice(&2u16.to_le_bytes());
+    assert_eq!(decode(&k, Bytes::from(bad)).unwrap_err().reason, "unsupported format version");
+    let other = CacheKey::from_parts(&[b"other"]);
+    assert_eq!(decode(&other, Bytes::from(file)).unwrap_err().reason, "key mismatch");
+}
+
+#[test]
+fn rejects_absurd_lengths_without_allocating() {
+    let k = key();
+    let mut file = encode_file(&k, &sample());
+    file[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(decode(&k, Bytes::from(file)).unwrap_err().reason, "header length out of range");
+
+    let body = b"xyz";
+    let cases: [(Vec<u8>, &str); 6] = [
+        (header_for(body, 0, u64::MAX, GOOD_TAIL), "body length does not match file size"),
+        (header_for(body, 0, 2, GOOD_TAIL), "body length does not match file size"),
+        (header_for(body, 0, 3, b"\xff\xffabc\x00\x00"), "field runs past end of header"),
+        (header_for(body, 0, 3, b"\x03\x00abc\x07\x00"), "bad presence flag"),
+        (header_for(body, 9, 3, GOOD_TAIL), "unknown entry kind"),
+        (header_for(body, 0, 3, b"\x02\x00\xc3\x28\x00\x00"), "string is not UTF-8"),
+    ];
+    for (header, reason) in cases {
+        assert_eq!(decode(&k, forge(&header, body)).unwrap_err().reason, reason);
+    }
+    let mut trailing = header_for(body, 0, 3, GOOD_TAIL);
+    trailing.push(0);
+    assert_eq!(decode(&k, forge(&trailing, body)).unwrap_err().reason, "trailing bytes in header");
+    // Right length, wrong bytes.
+    let h = header_for(body, 0, 3, GOOD_TAIL);
+    assert_eq!(decode(&k, forge(&h, b"xyZ")).unwrap_err().reason, "body digest mismatch");
+}
+
+#[test]
+fn oversized_validator_is_dropped_not_truncated() {
+    let k = key();
+    let mut meta = EntryMeta::clone(&sample().meta);
+    meta.etag = Some("e".repeat(70_000));
+    meta.content_type = "é".repeat(40_000); // 80 000 bytes: cut on a char boundary
+    let mut file = encode_header(&k, &meta);
+    file.extend_from_slice(&sample().body);
+    let back = decode(&k, Bytes::from(file)).expect("decodes");
+    assert_eq!(back.meta.etag, None);
+    assert_eq!(back.meta.last_modified, meta.last_modified);
+    assert!(back.meta.content_type.len() <= u16::MAX as usize);
+    assert!(back.meta.content_type.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn freshness_refresh_and_etag_token() {
+    let e = sample();
+    assert!(e.is_fresh(1_999));
+    assert!(!e.is_fresh(2_000));
+    let r = e.refreshed(3_000, 4_000, None, Some("new".to_owned()));
+    assert_eq!(r.meta.stored_at, 3_000);
+    assert_eq!(r.meta.expires_at, 4_000);
+    assert_eq!(r.meta.etag, e.meta.etag);
+    assert_eq!(r.meta.last_modified.as_deref(), Some("new"));
+    assert_eq!(r.body.as_ptr(), e.body.as_ptr());
+    let t = e.etag_token();
+    assert_eq!(t.len(), 34);
+    assert!(t.starts_with('"') && t.ends_with('"'));
+    assert_eq!(&t[1..33], &hex::encode(e.meta.body_sha256)[..32]);
+    assert_eq!(e.meta.body_len, e.body.len() as u64);
+}

@@ -1,0 +1,216 @@
+//! The tiered front: memory, then disk; stores to both; one fill per key at a time.
+//!
+//! Storage failures never surface as errors: a broken disk makes the service slower
+//! (memory-only), not down.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Semaphore;
+
+use crate::coalesce::Coalescer;
+use crate::disk::{DiskError, DiskTier};
+use crate::key::CacheKey;
+use crate::memory::MemoryTier;
+use crate::meta::{Entry, EntryKind};
+
+/// Disk writes allowed to be queued or running at once; beyond this, writes are skipped
+/// (the entry is still in memory) instead of piling up behind a slow disk.
+const MAX_PENDING_WRITES: usize = 32;
+
+/// Which tier answered a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// The memory tier.
+    Memory,
+    /// The disk tier (the entry is now also in memory).
+    Disk,
+}
+
+/// The result of a lookup.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// A fresh entry: serve it.
+    Fresh(Entry, Tier),
+    /// An expired entry: revalidate or refetch (its validators are in the meta).
+    Stale(Entry, Tier),
+    /// Nothing cached (or the disk failed, which is treated the same).
+    Miss,
+}
+
+/// Why a coalesced fill produced no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FillError<E> {
+    /// The fill ran and returned this error (shared with every waiter).
+    Failed(E),
+    /// The fill task panicked or was cancelled before producing a result.
+    Aborted,
+}
+
+impl<E: fmt::Display> fmt::Display for FillError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FillError::Failed(e) => write!(f, "cache fill failed: {e}"),
+            FillError::Aborted => f.write_str("cache fill aborted"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for FillError<E> {}
+
+struct Inner {
+    memory: MemoryTier,
+    disk: Option<Arc<DiskTier>>,
+    write_permits: Arc<Semaphore>,
+    /// Set on the first disk failure, cleared by the next successful write; logs only on
+    /// transitions so a full or read-only disk does not flood the log.
+    disk_degraded: AtomicBool,
+    coalescer: Coalescer,
+}
+
+impl Inner {
+    fn disk_failed(&self, op: &str, err: &dyn fmt::Display) {
+        if !self.disk_degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(op, error = %err, "disk cache failing; continuing memory-only");
+        } else {
+            tracing::debug!(op, error = %err, "disk cache still failing");
+        }
+    }
+
+    fn disk_ok(&self) {
+        if self.disk_degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("disk cache writes succeeding again");
+        }
+    }
+}
+
+/// Memory over optional disk, with request coalescing. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct TieredCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("memory", &self.inner.memory)
+            .field("disk", &self.inner.disk)
+            .field("disk_degraded", &self.disk_degraded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TieredCache {
+    /// Builds the front over `memory` and, if given, `disk`.
+    pub fn new(memory: MemoryTier, disk: Option<DiskTier>) -> TieredCache {
+        TieredCache {
+            inner: Arc::new(Inner {
+                memory,
+                disk: disk.map(Arc::new),
+                write_permits: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
+                disk_degraded: AtomicBool::new(false),
+                coalescer: Coalescer::default(),
+            }),
+        }
+    }
+
+    /// The memory tier.
+    pub fn memory(&self) -> &MemoryTier {
+        &self.inner.memory
+    }
+
+    /// The disk tier, if configured.
+    pub fn disk(&self) -> Option<&DiskTier> {
+        self.inner.disk.as_deref()
+    }
+
+    /// True after a disk failure until the next successful disk write (for health/metrics).
+    pub fn disk_degraded(&self) -> bool {
+        self.inner.disk_degraded.load(Ordering::Relaxed)
+    }
+
+    /// Looks in memory, then on disk (off the reactor); a disk hit is promoted to memory.
+    /// Fresh or stale is decided by `entry.is_fresh(now)`.
+    pub async fn lookup(&self, key: &CacheKey, now: u64) -> Lookup {
+        let classify = |entry: Entry, tier| {
+            if entry.is_fresh(now) { Lookup::Fresh(entry, tier) } else { Lookup::Stale(entry, tier) }
+        };
+        if let Some(entry) = self.inner.memory.get(key).await {
+            return classify(entry, Tier::Memory);
+        }
+        let Some(disk) = self.inner.disk.clone() else {
+            return Lookup::Miss;
+        };
+        let k = *key;
+        match tokio::task::spawn_blocking(move || disk.read(&k)).await {
+            Ok(Ok(Some(entry))) => {
+                self.inner.memory.insert(*key, entry.clone()).await;
+                classify(entry, Tier::Disk)
+            }
+            Ok(Ok(None)) => Lookup::Miss,
+            Ok(Err(e)) => {
+                self.inner.disk_failed("read", &e);
+                Lookup::Miss
+            }
+            Err(e) => {
+                self.inner.disk_failed("read", &e);
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Inserts into memory now and queues a disk write for images without waiting for it.
+    /// A `NotFound` entry stays memory-only and instead queues removal of any older disk
+    /// copy, so an image deleted upstream is not resurrected from disk later.
+    pub async fn store(&self, key: CacheKey, entry: Entry) {
+        self.inner.memory.insert(key, entry.clone()).await;
+        if self.inner.disk.is_none() {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.inner.write_permits).try_acquire_owned() else {
+            tracing::debug!(key = %key, "disk write queue full; entry kept in memory only");
+            return;
+        };
+        let inner = Arc::clone(&self.inner);
+        // The permit moves into the blocking task, so it counts until the I/O is done.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let Some(disk) = inner.disk.as_deref() else {
+                return;
+            };
+            match entry.meta.kind {
+                EntryKind::Image => match disk.write(&key, &entry) {
+                    Ok(()) => inner.disk_ok(),
+                    Err(e @ DiskError::Io { .. }) => inner.disk_failed("write", &e),
+                },
+                EntryKind::NotFound => disk.remove(&key),
+            }
+        });
+    }
+
+    /// Waits until every queued disk write has finished (shutdown, tests). Stores made while
+    /// this waits may skip the disk.
+    pub async fn flush(&self) {
+        // Each pending write holds one permit; holding all of them means none is running.
+        let all = u32::try_from(MAX_PENDING_WRITES).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.inner.write_permits.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
+    /// Request coalescing: while a fill for `key` is in flight, other callers do not run
+    /// their `fill`; they wait for the leader's result and get a clone of it. The fill runs
+    /// in a spawned task, so it completes even if the leading caller is dropped; a panic
+    /// gives every waiter `FillError::Aborted` and the next call starts afresh. Callers
+    /// should use one `T`/`E` per key; a mismatched type runs uncoalesced. Needs Tokio.
+    pub async fn fill_once<T, E, Fut>(&self, key: CacheKey, fill: impl FnOnce() -> Fut) -> Result<T, FillError<E>>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Clone + Send + Sync + 'static,
+        E: Clone + Send + Sync + 'static,
+    {
+        self.inner.coalescer.run(key, fill).await
+    }
+}

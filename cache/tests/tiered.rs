@@ -1,0 +1,163 @@
+//! The tiered front: promotion, freshness, what reaches disk, flush, and a failing disk.
+
+use std::fs;
+
+use bytes::Bytes;
+use mirage_cache::{CacheKey, DiskTier, Entry, EntryKind, Lookup, MemoryTier, Tier, TieredCache};
+
+fn key(i: u32) -> CacheKey {
+    CacheKey::from_parts(&[b"tiered-test", &i.to_le_bytes()])
+}
+
+fn image(expires_at: u64) -> Entry {
+    Entry::new(EntryKind::Image, "image/jpeg".to_owned(), None, None, 0, expires_at, Bytes::from_static(b"jpeg bytes"))
+}
+
+fn not_found() -> Entry {
+    Entry::new(EntryKind::NotFound, "text/plain".to_owned(), None, None, 0, 100, Bytes::new())
+}
+
+fn cache_at(root: &std::path::Path) -> TieredCache {
+    let disk = DiskTier::open(root, 1 << 20).unwrap();
+    TieredCache::new(MemoryTier::new(1 << 20), Some(disk))
+}
+
+fn tier_of(l: &Lookup) -> Option<(bool, Tier)> {
+    match l {
+        Lookup::Fresh(_, t) => Some((true, *t)),
+        Lookup::Stale(_, t) => Some((false, *t)),
+        Lookup::Miss => None,
+    }
+}
+
+#[test]
+fn tiered_cache_is_send_sync_and_fill_once_is_send() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<TieredCache>();
+    let cache = TieredCache::new(MemoryTier::new(1024), None);
+    let fut = cache.fill_once(key(0), || async { Ok::<u8, ()>(1) });
+    send(&fut);
+    let k = key(0);
+    let lookup = cache.lookup(&k, 0);
+    send(&lookup);
+    let store = cache.store(key(0), image(1));
+    send(&store);
+}
+
+#[tokio::test]
+async fn disk_hit_is_promoted_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = cache_at(dir.path());
+        cache.store(key(1), image(100)).await;
+        cache.flush().await;
+    }
+    // A new process: empty memory, same disk.
+    let cache = cache_at(dir.path());
+    assert_eq!(cache.memory().entry_count(), 0);
+    let first = cache.lookup(&key(1), 50).await;
+    assert_eq!(tier_of(&first), Some((true, Tier::Disk)));
+    let second = cache.lookup(&key(1), 50).await;
+    assert_eq!(tier_of(&second), Some((true, Tier::Memory)));
+    if let Lookup::Fresh(e, _) = second {
+        assert_eq!(&e.body[..], b"jpeg bytes");
+    }
+    assert_eq!(tier_of(&cache.lookup(&key(2), 50).await), None);
+}
+
+#[tokio::test]
+async fn fresh_then_stale_by_time() {
+    let cache = TieredCache::new(MemoryTier::new(1 << 20), None);
+    cache.store(key(1), image(100)).await;
+    assert_eq!(tier_of(&cache.lookup(&key(1), 99).await), Some((true, Tier::Memory)));
+    assert_eq!(tier_of(&cache.lookup(&key(1), 100).await), Some((false, Tier::Memory)));
+    // Same rule for entries found on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    cache.memory().remove(&key(1)).await;
+    assert_eq!(tier_of(&cache.lookup(&key(1), 100).await), Some((false, Tier::Disk)));
+}
+
+#[tokio::test]
+async fn not_found_stays_in_memory_and_clears_old_disk_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    cache.store(key(1), not_found()).await;
+    cache.flush().await;
+    let disk = cache.disk().unwrap();
+    assert_eq!(disk.entry_count(), 0);
+    assert!(!disk.path_of(&key(1)).exists());
+    assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), Some((true, Tier::Memory)));
+
+    cache.store(key(2), image(100)).await;
+    cache.flush().await;
+    assert!(disk.path_of(&key(2)).exists());
+    cache.store(key(2), not_found()).await;
+    cache.flush().await;
+    assert!(!disk.path_of(&key(2)).exists(), "stale image left on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_queued_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    for i in 0..20 {
+        cache.store(key(i), image(100)).await;
+    }
+    cache.flush().await;
+    let disk = cache.disk().unwrap();
+    assert_eq!(disk.entry_count(), 20);
+    for i in 0..20 {
+        assert!(disk.path_of(&key(i)).exists());
+    }
+}
+
+#[tokio::test]
+async fn failing_disk_degrades_to_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    // Tests run as root, where chmod does not stop writes; a regular file where the temp
+    // directory should be makes every write fail regardless of privileges.
+    let tmp = dir.path().join("tmp");
+    fs::remove_dir(&tmp).unwrap();
+    fs::write(&tmp, b"in the way").unwrap();
+
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    assert!(cache.disk_degraded());
+    assert!(!cache.disk().unwrap().path_of(&key(1)).exists());
+    assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), Some((true, Tier::Memory)));
+    cache.memory().remove(&key(1)).await;
+    assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), None);
+
+    // Recovery clears the flag and writes reach the disk again.
+    fs::remove_file(&tmp).unwrap();
+    fs::create_dir(&tmp).unwrap();
+    cache.store(key(2), image(100)).await;
+    cache.flush().await;
+    assert!(!cache.disk_degraded());
+    assert!(cache.disk().unwrap().path_of(&key(2)).exists());
+}
+
+#[tokio::test]
+async fn unreadable_entry_is_a_miss_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    // A directory where the entry file should be: open succeeds, read fails (EISDIR).
+    fs::create_dir_all(cache.disk().unwrap().path_of(&key(1))).unwrap();
+    assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), None);
+    assert!(cache.disk_degraded());
+}
+
+#[tokio::test]
+async fn works_without_a_disk() {
+    let cache = TieredCache::new(MemoryTier::new(1 << 20), None);
+    assert!(cache.disk().is_none());
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), Some((true, Tier::Memory)));
+    assert!(!cache.disk_degraded());
+}

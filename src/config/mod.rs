@@ -1,0 +1,239 @@
+//! The command line and the one validated `Config` built from it.
+//!
+//! Parse, don't validate: clap turns what the user typed into plain values (`ServeArgs`), then
+//! `ServeArgs::into_config` checks them once and builds the typed configuration every other module reads.
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::fetch::{FetchConfig, NetworkPolicy};
+use units::{parse_duration, parse_size};
+
+/// `mirage`: the top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mirage",
+    version,
+    about = "An image proxy and cache: mirrors image URLs like a CORS proxy, from a memory and disk cache"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `mirage`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service: `GET /?{url}` mirrors an image, `GET /healthz` answers `ok`.
+    Serve(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags of `mirage serve`, as typed. Every flag can also be set by a `MIRAGE_<NAME>` environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "serve")]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "MIRAGE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the disk cache [default: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
+    #[arg(long, env = "MIRAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Keep the cache in memory only (no disk tier).
+    #[arg(long, env = "MIRAGE_NO_DISK_CACHE")]
+    pub no_disk_cache: bool,
+
+    /// Byte budget of the in-memory cache tier, e.g. 256MiB.
+    #[arg(long, env = "MIRAGE_MEMORY_CACHE_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_cache_size: u64,
+
+    /// Byte budget of the disk cache tier (least recently used entries are evicted), e.g. 4GiB.
+    #[arg(long, env = "MIRAGE_DISK_CACHE_SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub disk_cache_size: u64,
+
+    /// Timeout for connecting to an upstream host.
+    #[arg(long, env = "MIRAGE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Timeout for a whole upstream fetch: redirects, headers and body.
+    #[arg(long, env = "MIRAGE_FETCH_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Largest source image accepted; a download is aborted as soon as it passes this size (413).
+    #[arg(long, env = "MIRAGE_MAX_SOURCE_BYTES", default_value = "25MiB", value_parser = parse_size)]
+    pub max_source_bytes: u64,
+
+    /// Redirect hops followed per upstream fetch.
+    #[arg(long, env = "MIRAGE_MAX_REDIRECTS", default_value_t = 5)]
+    pub max_redirects: usize,
+
+    /// User-Agent sent upstream.
+    #[arg(long, env = "MIRAGE_USER_AGENT", default_value = concat!("Mirage/", env!("CARGO_PKG_VERSION"), " (image proxy)"))]
+    pub user_agent: String,
+
+    /// Shortest time an image is kept fresh, whatever upstream says.
+    #[arg(long, env = "MIRAGE_MIN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub min_ttl: Duration,
+
+    /// Longest time an image is kept fresh, whatever upstream says.
+    #[arg(long, env = "MIRAGE_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// Freshness lifetime when upstream sends no Cache-Control max-age nor Expires.
+    #[arg(long, env = "MIRAGE_DEFAULT_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+
+    /// How long past expiry a stale entry may still be served when upstream fails (stale-if-error).
+    #[arg(long, env = "MIRAGE_STALE_IF_ERROR", default_value = "7d", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// How long an upstream 404/410 is remembered (negative caching).
+    #[arg(long, env = "MIRAGE_NEGATIVE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// Allow fetching from loopback, private, link-local and other non-public addresses (off: such targets get 403).
+    #[arg(long, env = "MIRAGE_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: bool,
+
+    /// Allow fetching from this address range although it is not public, e.g. 10.1.0.0/16 (repeatable).
+    #[arg(long = "allow-net", value_name = "CIDR", env = "MIRAGE_ALLOW_NET", value_delimiter = ',')]
+    pub allow_net: Vec<ipnet::IpNet>,
+
+    /// Upstream fetches in flight at once; requests that would start more get 503 with Retry-After.
+    #[arg(long, env = "MIRAGE_MAX_INFLIGHT_FETCHES", default_value_t = 256)]
+    pub max_inflight_fetches: usize,
+
+    /// Client connections served at once; further connections wait in the listen backlog.
+    #[arg(long, env = "MIRAGE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Time a client has to send its request headers (slow clients are disconnected).
+    #[arg(long, env = "MIRAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.
+    #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
+    #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Freshness rules for cached upstream responses.
+#[derive(Debug, Clone)]
+pub struct FreshnessPolicy {
+    /// Lower clamp of the upstream lifetime.
+    pub min_ttl: Duration,
+    /// Upper clamp of the upstream lifetime.
+    pub max_ttl: Duration,
+    /// Lifetime when upstream gives none.
+    pub default_ttl: Duration,
+    /// How long past expiry a stale entry may answer when upstream fails.
+    pub stale_if_error: Duration,
+    /// Lifetime of a remembered upstream 404/410.
+    pub negative_ttl: Duration,
+}
+
+/// Where and how much to cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Memory tier byte budget.
+    pub memory_bytes: u64,
+    /// Disk tier directory and byte budget; `None` runs memory-only.
+    pub disk: Option<(PathBuf, u64)>,
+}
+
+/// The validated configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cache tiers.
+    pub cache: CacheConfig,
+    /// Upstream fetching.
+    pub fetch: FetchConfig,
+    /// Freshness and stale serving.
+    pub freshness: FreshnessPolicy,
+    /// Upstream fetches in flight at once.
+    pub max_inflight_fetches: usize,
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// Time limit for reading a request's headers.
+    pub header_read_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the flags together and builds the `Config`.
+    pub fn into_config(self) -> Result<Config, String> {
+        if self.min_ttl > self.max_ttl {
+            return Err(format!("--min-ttl ({:?}) is longer than --max-ttl ({:?})", self.min_ttl, self.max_ttl));
+        }
+        for (name, value) in
+            [("--max-inflight-fetches", self.max_inflight_fetches), ("--max-connections", self.max_connections)]
+        {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.connect_timeout.is_zero() || self.fetch_timeout.is_zero() {
+            return Err("timeouts must be longer than zero".into());
+        }
+        let disk = if self.no_disk_cache {
+            None
+        } else {
+            let dir = match self.cache_dir {
+                Some(dir) => dir,
+                None => default_cache_dir().ok_or("no cache directory: set --cache-dir, $XDG_CACHE_HOME or $HOME")?,
+            };
+            Some((dir, self.disk_cache_size))
+        };
+        Ok(Config {
+            cache: CacheConfig { memory_bytes: self.memory_cache_size, disk },
+            fetch: FetchConfig {
+                user_agent: self.user_agent,
+                connect_timeout: self.connect_timeout,
+                total_timeout: self.fetch_timeout,
+                max_body_bytes: self.max_source_bytes,
+                max_redirects: self.max_redirects,
+                network: NetworkPolicy { allow_private: self.allow_private_networks, allow_nets: self.allow_net },
+            },
+            freshness: FreshnessPolicy {
+                min_ttl: self.min_ttl,
+                max_ttl: self.max_ttl,
+                default_ttl: self.default_ttl,
+                stale_if_error: self.stale_if_error,
+                negative_ttl: self.negative_ttl,
+            },
+            max_inflight_fetches: self.max_inflight_fetches,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+/// The user's cache directory: `$XDG_CACHE_HOME/mirage`, else `~/.cache/mirage`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    non_empty("XDG_CACHE_HOME")
+        .filter(|dir| dir.is_absolute())
+        .or_else(|| non_empty("HOME").map(|home| home.join(".cache")))
+        .map(|dir| dir.join("mirage"))
+}

@@ -1,0 +1,97 @@
+//! The one error type of a request, and the ONLY place where failures become HTTP statuses and public messages.
+
+use http::StatusCode;
+
+use crate::fetch::FetchError;
+use crate::request::TargetError;
+
+/// Everything that can end a request without an image.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The target URL could not be understood.
+    #[error(transparent)]
+    BadTarget(#[from] TargetError),
+    /// No route has this path.
+    #[error("no such route")]
+    NoRoute,
+    /// A method other than GET, HEAD or OPTIONS.
+    #[error("method not allowed: use GET, HEAD or OPTIONS")]
+    MethodNotAllowed,
+    /// Fetching the upstream image failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Upstream answered 404 or 410, now or recently (negatively cached for `cache_seconds`).
+    #[error("upstream image not found")]
+    UpstreamNotFound {
+        /// How long clients may cache this answer.
+        cache_seconds: u64,
+    },
+    /// Upstream sent something that is not a supported image (HTML, SVG, scripts, ...).
+    #[error("upstream response is not a supported image (JPEG, PNG, GIF, WebP, AVIF, BMP, ICO)")]
+    NotAnImage,
+    /// Too much work in flight already.
+    #[error("server is overloaded, retry shortly")]
+    Overloaded,
+    /// A bug or a panicked task: never expected.
+    #[error("internal error")]
+    Internal,
+}
+
+/// How an error is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code, also logged.
+    pub code: &'static str,
+    /// One line of plain text.
+    pub message: String,
+    /// Seconds clients may cache this answer; `None` means `no-store`.
+    pub cache_seconds: Option<u64>,
+    /// `Retry-After` seconds, for 503.
+    pub retry_after: Option<u64>,
+}
+
+impl Error {
+    /// The status table of the service. Exhaustive on purpose: a new failure must be given a status here.
+    pub fn public(&self) -> PublicError {
+        let (status, code) = match self {
+            Error::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad_target"),
+            Error::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::UpstreamNotFound { .. } => (StatusCode::NOT_FOUND, "upstream_not_found"),
+            Error::NotAnImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
+            Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Fetch(fetch) => match fetch {
+                FetchError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden_target"),
+                FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "upstream_not_found"),
+                FetchError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"),
+                FetchError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                FetchError::UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "upstream_status"),
+                FetchError::TooManyRedirects(_) => (StatusCode::BAD_GATEWAY, "too_many_redirects"),
+                FetchError::BadRedirect(_) => (StatusCode::BAD_GATEWAY, "bad_redirect"),
+                FetchError::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+                FetchError::Body(_) => (StatusCode::BAD_GATEWAY, "upstream_body"),
+            },
+        };
+        let cache_seconds = match self {
+            Error::UpstreamNotFound { cache_seconds } => Some(*cache_seconds),
+            _ => None,
+        };
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        // One line, whatever upstream put into an error's text.
+        let message = self.to_string().replace(['\r', '\n'], " ");
+        PublicError { status, code, message, cache_seconds, retry_after }
+    }
+
+    /// Whether upstream is failing in a way a stale cached copy may cover (stale-if-error).
+    pub fn allows_stale(&self) -> bool {
+        match self {
+            Error::Fetch(FetchError::UpstreamStatus(status)) => *status >= 500,
+            Error::Fetch(FetchError::Timeout | FetchError::Connect(_) | FetchError::Body(_)) => true,
+            Error::Overloaded => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! One HTTP request, top to bottom: route -> parse -> pipeline -> respond.
+
+use http::{Method, Request, Response};
+
+use crate::error::Error;
+use crate::pipeline::{CacheStatus, Pipeline};
+use crate::request::{ImageRequest, Target};
+use crate::respond::{self, Body};
+
+/// What the access log needs to know about an answer, beyond its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Where the image came from, when there was one.
+    pub cache_status: Option<CacheStatus>,
+    /// The stable code of the error, when there was one.
+    pub error_code: Option<&'static str>,
+}
+
+/// Answers one request. Never fails: every error becomes a response here.
+pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<Body>, Outcome) {
+    let head_only = request.method() == Method::HEAD;
+    match route(pipeline, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            let public = error.public();
+            if public.status.is_server_error() {
+                tracing::error!(code = public.code, %error, "request failed");
+            } else {
+                tracing::debug!(code = public.code, %error, "request refused");
+            }
+            (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
+        }
+    }
+}
+
+async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response<Body>, Outcome), Error> {
+    let method = request.method();
+    let head_only = method == Method::HEAD;
+    if method == Method::OPTIONS {
+        return Ok((respond::preflight(request.headers()), Outcome::default()));
+    }
+    if method != Method::GET && !head_only {
+        return Err(Error::MethodNotAllowed);
+    }
+    match request.uri().path() {
+        "/healthz" => Ok((respond::text("ok\n", head_only), Outcome::default())),
+        "/" => {
+            // Everything after the first `?`, raw: the target's own query belongs to it.
+            let target = Target::parse(request.uri().query().unwrap_or_default())?;
+            let served = pipeline.get(&ImageRequest::mirror(target)).await?;
+            let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
+            Ok((respond::image(&served, head_only, request.headers()), outcome))
+        }
+        _ => Err(Error::NoRoute),
+    }
+}

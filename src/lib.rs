@@ -1,0 +1,17 @@
+//! Mirage: an image proxy and caching service.
+//!
+//! The modules follow a request's way through the system: `server` accepts connections, `handler` turns one
+//! HTTP request into a `request::ImageRequest`, `pipeline` answers it from the cache tiers or by `fetch`ing
+//! upstream, and `respond` writes the answer. `error` is the one place where failures become HTTP statuses.
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod freshness;
+pub mod handler;
+pub mod pipeline;
+pub mod request;
+pub mod respond;
+pub mod server;
+pub mod sniff;
+pub mod telemetry;

@@ -1,0 +1,179 @@
+//! Writes answers: image responses with cache validators and CORS, 304s, preflights and plain-text errors.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::error::PublicError;
+use crate::pipeline::{Served, unix_now};
+
+/// The response body type of every answer: the whole body at once, shared with the cache (no copy).
+pub type Body = Full<Bytes>;
+
+/// `X-Cache`: where the answer came from.
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Remaining lifetimes over this are marked `immutable`.
+const IMMUTABLE_AFTER: u64 = 86_400;
+/// How long clients and CDNs may keep a stale answer given while upstream is failing.
+const STALE_MAX_AGE: u64 = 60;
+
+/// The image itself (or, for HEAD, its headers), or 304 when the client's `If-None-Match` already has it.
+pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> Response<Body> {
+    let entry = &served.entry;
+    let etag = entry.etag_token();
+    let last_modified = entry
+        .meta
+        .last_modified
+        .clone()
+        .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta.stored_at)));
+    let cache_control = if !served.cacheable {
+        "no-store".to_owned()
+    } else if served.cache_status == crate::pipeline::CacheStatus::Stale {
+        format!("public, max-age={STALE_MAX_AGE}")
+    } else {
+        let left = entry.meta.expires_at.saturating_sub(unix_now());
+        if left > IMMUTABLE_AFTER {
+            format!("public, max-age={left}, immutable")
+        } else {
+            format!("public, max-age={left}")
+        }
+    };
+    let not_modified = is_not_modified(request_headers, &etag, &last_modified);
+    let (status, body) = match (not_modified, head_only) {
+        (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
+        (false, true) => (StatusCode::OK, Bytes::new()),
+        (false, false) => (StatusCode::OK, entry.body.clone()),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    add_common_headers(headers);
+    put(headers, header::ETAG, &etag);
+    put(headers, header::LAST_MODIFIED, &last_modified);
+    put(headers, header::CACHE_CONTROL, &cache_control);
+    put(headers, X_CACHE.clone(), served.cache_status.as_str());
+    if !not_modified {
+        put(headers, header::CONTENT_TYPE, &entry.meta.content_type);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta.body_len));
+    }
+    response
+}
+
+/// A one-line plain-text error with the status from the error table.
+pub fn error(public: &PublicError, head_only: bool) -> Response<Body> {
+    let text = format!("{}\n", public.message);
+    let length = text.len();
+    let body = if head_only { Bytes::new() } else { Bytes::from(text) };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = public.status;
+    let headers = response.headers_mut();
+    add_common_headers(headers);
+    put(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let cache_control = match public.cache_seconds {
+        Some(seconds) => format!("public, max-age={seconds}"),
+        None => "no-store".to_owned(),
+    };
+    put(headers, header::CACHE_CONTROL, &cache_control);
+    if let Some(seconds) = public.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if public.status == StatusCode::METHOD_NOT_ALLOWED {
+        put(headers, header::ALLOW, ALLOWED_METHODS);
+    }
+    response
+}
+
+/// A small plain-text 200 (health checks).
+pub fn text(body: &'static str, head_only: bool) -> Response<Body> {
+    let mut response =
+        Response::new(Full::new(if head_only { Bytes::new() } else { Bytes::from_static(body.as_bytes()) }));
+    let headers = response.headers_mut();
+    add_common_headers(headers);
+    put(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    put(headers, header::CACHE_CONTROL, "no-store");
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response
+}
+
+/// The CORS preflight answer.
+pub fn preflight(request_headers: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    add_common_headers(headers);
+    put(headers, header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS);
+    // Echo what the page wants to send (e.g. `Range`, `If-None-Match`): we read no credentials, so any is harmless.
+    if let Some(requested) = request_headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    put(headers, header::ACCESS_CONTROL_MAX_AGE, "86400");
+    response
+}
+
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
+/// CORS and hardening headers carried by every response.
+fn add_common_headers(headers: &mut HeaderMap) {
+    put(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    put(
+        headers,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        "Content-Length, Content-Type, Cache-Control, ETag, Last-Modified, X-Cache, Retry-After",
+    );
+    put(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    put(headers, header::CONTENT_SECURITY_POLICY, "default-src 'none'");
+}
+
+/// Sets a header whose value we built; a value that is not a valid header (e.g. an upstream ETag with
+/// control characters) is left out rather than failing the response.
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// RFC 9110 13.1.2 / 13.1.3: `If-None-Match` (weak comparison) wins; `If-Modified-Since` only without it.
+fn is_not_modified(request_headers: &HeaderMap, etag: &str, last_modified: &str) -> bool {
+    if let Some(value) = request_headers.get(header::IF_NONE_MATCH) {
+        let Ok(value) = value.to_str() else { return false };
+        return value.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag);
+    }
+    let since = request_headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok());
+    match (since.map(httpdate::parse_http_date), httpdate::parse_http_date(last_modified)) {
+        (Some(Ok(since)), Ok(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: HeaderName, value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(name, HeaderValue::from_str(value).expect("valid"));
+        map
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags() {
+        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "\"abc\""), "\"abc\"", lm));
+        assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "\"x\", W/\"abc\""), "\"abc\"", lm));
+        assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "*"), "\"abc\"", lm));
+        assert!(!is_not_modified(&headers(header::IF_NONE_MATCH, "\"abd\""), "\"abc\"", lm));
+        assert!(!is_not_modified(&HeaderMap::new(), "\"abc\"", lm));
+    }
+
+    #[test]
+    fn if_modified_since() {
+        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        assert!(is_not_modified(&headers(header::IF_MODIFIED_SINCE, lm), "\"abc\"", lm));
+        assert!(!is_not_modified(&headers(header::IF_MODIFIED_SINCE, "Mon, 31 Dec 2029 00:00:00 GMT"), "\"a\"", lm));
+    }
+}

@@ -1,0 +1,101 @@
+//! The accept loop: connection limits, header timeouts, one access-log line per request, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::handler;
+use crate::pipeline::Pipeline;
+
+/// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (at most `config.shutdown_timeout`), waits for queued cache writes and returns.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let pipeline = Pipeline::new(&config).await?;
+    serve_with(listener, pipeline, &config, shutdown).await;
+    Ok(())
+}
+
+/// `serve` with a pipeline built by the caller.
+pub async fn serve_with(
+    listener: TcpListener,
+    pipeline: Pipeline,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper has no timer of its own: without one, header_read_timeout (slowloris protection) is inert.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        // Take a slot before accepting, so extra clients wait in the kernel's backlog instead of in our memory.
+        let slot = tokio::select! {
+            slot = connection_slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let pipeline = pipeline.clone();
+        let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let pipeline = pipeline.clone();
+            async move {
+                let started = Instant::now();
+                let (response, outcome) = handler::handle(&pipeline, &request).await;
+                tracing::info!(
+                    method = %request.method(),
+                    path = %request.uri(),
+                    status = response.status().as_u16(),
+                    x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
+                    error = outcome.error_code.unwrap_or("-"),
+                    bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0),
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    %peer,
+                    "request"
+                );
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown timeout passed with requests still in flight");
+    }
+    pipeline.flush().await;
+    tracing::info!("stopped");
+}
