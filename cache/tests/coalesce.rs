@@ -170,3 +170,34 @@ async fn different_keys_fill_independently() {
     gate.notify_one();
     assert_eq!(blocked.await.unwrap(), Ok(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_lone_leader_fill_still_runs_to_completion() {
+    // With no waiters left, the fill must still finish (so its side effects, such as storing
+    // the fetched image, happen) and a later caller must not join a dead fill.
+    let cache = cache();
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Notify::new());
+    let leader = {
+        let (cache, started, finished, gate) =
+            (cache.clone(), Arc::clone(&started), Arc::clone(&finished), Arc::clone(&gate));
+        tokio::spawn(async move {
+            cache
+                .fill_once(key(1), move || async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok::<u32, ()>(1)
+                })
+                .await
+        })
+    };
+    wait_until(|| started.load(Ordering::SeqCst) == 1).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    gate.notify_one();
+    wait_until(|| finished.load(Ordering::SeqCst) == 1).await;
+    let next = cache.fill_once(key(1), || async { Ok::<u32, ()>(2) }).await;
+    assert_eq!(next, Ok(2));
+}

@@ -561,3 +561,33 @@ fn error_messages_are_single_public_lines() {
     assert_eq!(errors[1].to_string(), "upstream answered 404");
     assert_eq!(errors[3].to_string(), "source image is larger than 26214400 bytes");
 }
+
+#[tokio::test]
+async fn connect_timeout_is_a_timeout() {
+    // A listener that never accepts, with its tiny backlog filled: Linux then drops further SYNs, so the connect
+    // hangs until the connect timeout. Where the OS still completes the handshake, the check is skipped.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let probe = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await;
+    if probe.is_ok() {
+        eprintln!("backlog did not fill on this OS; skipping the connect-timeout check");
+        return;
+    }
+    let mut cfg = config(open());
+    cfg.connect_timeout = Duration::from_millis(200);
+    cfg.total_timeout = Duration::from_secs(5);
+    let started = Instant::now();
+    let url = Url::parse(&format!("http://{addr}/")).expect("url");
+    assert_eq!(fetcher(cfg).fetch(&url, None).await.err(), Some(FetchError::Timeout));
+    // It was the connect timeout that fired, not the total one.
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

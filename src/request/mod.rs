@@ -1,7 +1,9 @@
 //! The URL grammar: what a request asks for, parsed once at the edge into typed values (pure, no I/O).
 
+mod options;
 mod target;
 
+pub use options::{Fit, FormatChoice, Gravity, MAX_DIMENSION, OptionsError, Rgba, Rotate, Tenths, TransformOptions};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;
