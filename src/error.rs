@@ -3,14 +3,15 @@
 use http::StatusCode;
 
 use crate::fetch::FetchError;
-use crate::request::TargetError;
+use crate::request::{RequestError, TargetError};
+use crate::transform::TransformError;
 
 /// Everything that can end a request without an image.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// The target URL could not be understood.
+    /// The target URL or the options could not be understood.
     #[error(transparent)]
-    BadTarget(#[from] TargetError),
+    BadRequest(#[from] RequestError),
     /// No route has this path.
     #[error("no such route")]
     NoRoute,
@@ -29,12 +30,21 @@ pub enum Error {
     /// Upstream sent something that is not a supported image (HTML, SVG, scripts, ...).
     #[error("upstream response is not a supported image (JPEG, PNG, GIF, WebP, AVIF, BMP, ICO)")]
     NotAnImage,
+    /// Decoding, transforming or encoding the image failed.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
     /// Too much work in flight already.
     #[error("server is overloaded, retry shortly")]
     Overloaded,
     /// A bug or a panicked task: never expected.
     #[error("internal error")]
     Internal,
+}
+
+impl From<TargetError> for Error {
+    fn from(error: TargetError) -> Error {
+        Error::BadRequest(RequestError::Target(error))
+    }
 }
 
 /// How an error is shown to the client.
@@ -56,13 +66,25 @@ impl Error {
     /// The status table of the service. Exhaustive on purpose: a new failure must be given a status here.
     pub fn public(&self) -> PublicError {
         let (status, code) = match self {
-            Error::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad_target"),
+            Error::BadRequest(RequestError::Target(_)) => (StatusCode::BAD_REQUEST, "bad_target"),
+            Error::BadRequest(RequestError::Options(_) | RequestError::OptionsEncoding) => {
+                (StatusCode::BAD_REQUEST, "bad_options")
+            }
             Error::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::UpstreamNotFound { .. } => (StatusCode::NOT_FOUND, "upstream_not_found"),
             Error::NotAnImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Transform(transform) => match transform {
+                TransformError::TooManyPixels { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_many_pixels"),
+                TransformError::OutputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "output_too_large"),
+                TransformError::TooManyFrames { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_frames"),
+                TransformError::Undecodable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image"),
+                TransformError::UnsupportedSource(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_source"),
+                TransformError::UnsupportedOutput(_) => (StatusCode::BAD_REQUEST, "unsupported_output"),
+                TransformError::Encode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encode_failed"),
+            },
             Error::Fetch(fetch) => match fetch {
                 FetchError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden_target"),
                 FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "upstream_not_found"),

@@ -4,7 +4,7 @@ use http::{Method, Request, Response};
 
 use crate::error::Error;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{ImageRequest, Target};
+use crate::request::{ImageRequest, RequestError, Target};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -42,15 +42,20 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     if method != Method::GET && !head_only {
         return Err(Error::MethodNotAllowed);
     }
-    match request.uri().path() {
-        "/healthz" => Ok((respond::text("ok\n", head_only), Outcome::default())),
-        "/" => {
-            // Everything after the first `?`, raw: the target's own query belongs to it.
-            let target = Target::parse(request.uri().query().unwrap_or_default())?;
-            let served = pipeline.get(&ImageRequest::mirror(target)).await?;
-            let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
-            Ok((respond::image(&served, head_only, request.headers()), outcome))
-        }
-        _ => Err(Error::NoRoute),
-    }
+    // Everything after the first `?`, raw: the target's own query belongs to it.
+    let query = request.uri().query().unwrap_or_default();
+    let image_request = match request.uri().path() {
+        "/healthz" => return Ok((respond::text("ok\n", head_only), Outcome::default())),
+        "/" => ImageRequest::mirror(Target::parse(query)?),
+        path => match path.strip_prefix('/').and_then(|rest| rest.strip_suffix('/')) {
+            Some(options) if !options.is_empty() && !options.contains('/') => {
+                let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
+                ImageRequest::parse(options, query, accept).map_err(|error: RequestError| Error::BadRequest(error))?
+            }
+            _ => return Err(Error::NoRoute),
+        },
+    };
+    let served = pipeline.get(&image_request).await?;
+    let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
+    Ok((respond::image(&served, head_only, request.headers()), outcome))
 }

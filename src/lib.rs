@@ -15,3 +15,5 @@ pub mod respond;
 pub mod server;
 pub mod sniff;
 pub mod telemetry;
+pub mod transform;
+pub mod workers;

@@ -1,4 +1,8 @@
-//! The one way to an image: key -> cache tiers -> fetch -> store. The server and the warm command both call it.
+//! The one way to an image: key -> cache tiers -> fetch -> transform -> store. The server and the warm command
+//! both call it.
+//!
+//! A transformed variant is derived from the cached original: the original is fetched once (and revalidated
+//! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,8 +14,10 @@ use crate::config::{Config, FreshnessPolicy};
 use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::Freshness;
-use crate::request::ImageRequest;
+use crate::request::{ImageRequest, Target, Variant};
 use crate::sniff::ImageFormat;
+use crate::transform::{self, Limits};
+use crate::workers::{CpuPool, PoolError};
 
 /// Where an answer came from, as told to clients in `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,14 @@ pub struct Served {
     pub cache_status: CacheStatus,
     /// Whether clients and CDNs may cache it (false when upstream said `no-store`).
     pub cacheable: bool,
+    /// Whether the answer depends on the request's `Accept` header (`format=auto`).
+    pub varies_on_accept: bool,
+}
+
+impl Served {
+    fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool) -> Served {
+        Served { entry, cache_status, cacheable, varies_on_accept: false }
+    }
 }
 
 /// The cache tiers, the fetcher and the rules that join them. Cheap to clone.
@@ -73,6 +87,10 @@ struct Inner {
     freshness: FreshnessPolicy,
     /// Bounds upstream fetches in flight: past it, answer 503 instead of piling up.
     fetch_slots: Semaphore,
+    /// Runs decode/resize/encode off the reactor, bounded.
+    cpu: CpuPool,
+    /// Pixel and frame limits of transforms.
+    limits: Limits,
 }
 
 /// Seconds since the Unix epoch, the clock of the cache metadata.
@@ -108,6 +126,8 @@ impl Pipeline {
                 fetcher,
                 freshness: config.freshness.clone(),
                 fetch_slots: Semaphore::new(config.max_inflight_fetches),
+                cpu: CpuPool::new(config.transform.workers, config.transform.queue),
+                limits: config.transform.limits.clone(),
             }),
         })
     }
@@ -122,8 +142,85 @@ impl Pipeline {
         self.inner.cache.flush().await;
     }
 
-    /// Answers a request: from a fresh cache entry, else by one coalesced upstream fetch per key.
+    /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
+    /// from one coalesced fill per key.
     pub async fn get(&self, request: &ImageRequest) -> Result<Served, Error> {
+        match &request.variant {
+            None => self.get_source(&request.target).await,
+            Some(variant) => {
+                let mut served = self.get_variant(request, variant).await?;
+                served.varies_on_accept = variant.varies_on_accept();
+                Ok(served)
+            }
+        }
+    }
+
+    /// A variant: from the cache, or made from the (cached) original on the CPU pool.
+    async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
+        let key = request.key();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
+            return answer_from_cache(entry, tier.into());
+        }
+        let pipeline = self.clone();
+        let request = request.clone();
+        let variant = variant.clone();
+        let filled = self
+            .inner
+            .cache
+            .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant).await })
+            .await;
+        flatten(filled)
+    }
+
+    /// The leader's work for one variant key: get the original, transform it, store the result.
+    async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
+        let key = request.key();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
+            return answer_from_cache(entry, tier.into());
+        }
+        let original = self.get_source(&request.target).await?;
+        let source = original.entry.body.clone();
+        let options = variant.options.clone();
+        let accepts = variant.accepts;
+        let limits = self.inner.limits.clone();
+        let encoded = self
+            .inner
+            .cpu
+            .run(move || {
+                let info = transform::probe(&source)?;
+                let output = transform::choose_output(options.format, accepts, &info);
+                transform::transform(&source, &options, output, &limits)
+            })
+            .await
+            .map_err(|error| match error {
+                PoolError::Full => Error::Overloaded,
+                PoolError::Panicked => Error::Internal,
+            })??;
+        let now = unix_now();
+        // A variant lives as long as its original: when the original expires, both are refreshed together.
+        let entry = Entry::new(
+            EntryKind::Image,
+            encoded.format.media_type().to_owned(),
+            None,
+            None,
+            now,
+            original.entry.meta.expires_at.max(now),
+            encoded.bytes.into(),
+        );
+        let cache_status = match original.cache_status {
+            CacheStatus::Stale => CacheStatus::Stale,
+            _ => CacheStatus::Miss,
+        };
+        let cacheable = original.cacheable && cache_status != CacheStatus::Stale && entry.is_fresh(now);
+        if cacheable {
+            self.inner.cache.store(key, entry.clone()).await;
+        }
+        Ok(Served::new(entry, cache_status, original.cacheable))
+    }
+
+    /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
+    pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
+        let request = ImageRequest::mirror(target.clone());
         let key = request.source_key();
         let stale = match self.inner.cache.lookup(&key, unix_now()).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into()),
@@ -131,13 +228,8 @@ impl Pipeline {
             Lookup::Miss => None,
         };
         let pipeline = self.clone();
-        let request = request.clone();
         let filled = self.inner.cache.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
-        match filled {
-            Ok(served) => Ok(served),
-            Err(FillError::Failed(error)) => Err(error),
-            Err(FillError::Aborted) => Err(Error::Internal),
-        }
+        flatten(filled)
     }
 
     /// The leader's work for one key: fetch (conditionally when a stale copy exists), check, store.
@@ -170,7 +262,7 @@ impl Pipeline {
                 };
                 let stored_at = seconds(now);
                 let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), headers.etag, headers.last_modified);
-                Served { entry, cache_status: CacheStatus::Revalidated, cacheable: !ttl.is_zero() }
+                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero())
             }
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
@@ -194,7 +286,7 @@ impl Pipeline {
                         if error.allows_stale() && seconds(now) < entry.meta.expires_at.saturating_add(stale_limit) =>
                     {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
-                        Ok(Served { entry, cache_status: CacheStatus::Stale, cacheable: true })
+                        Ok(Served::new(entry, CacheStatus::Stale, true))
                     }
                     _ => Err(error),
                 };
@@ -225,17 +317,25 @@ impl Pipeline {
             stored_at + ttl.as_secs(),
             upstream.body,
         );
-        Ok(Served { entry, cache_status: CacheStatus::Miss, cacheable: !ttl.is_zero() })
+        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero()))
     }
 }
 
 /// A cached negative entry answers 404 until it expires; an image answers itself.
 fn answer_from_cache(entry: Entry, cache_status: CacheStatus) -> Result<Served, Error> {
     match entry.meta.kind {
-        EntryKind::Image => Ok(Served { entry, cache_status, cacheable: true }),
+        EntryKind::Image => Ok(Served::new(entry, cache_status, true)),
         EntryKind::NotFound => {
             Err(Error::UpstreamNotFound { cache_seconds: entry.meta.expires_at.saturating_sub(unix_now()) })
         }
+    }
+}
+
+fn flatten(filled: Result<Served, FillError<Error>>) -> Result<Served, Error> {
+    match filled {
+        Ok(served) => Ok(served),
+        Err(FillError::Failed(error)) => Err(error),
+        Err(FillError::Aborted) => Err(Error::Internal),
     }
 }
 

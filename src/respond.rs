@@ -56,6 +56,9 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     put(headers, header::LAST_MODIFIED, &last_modified);
     put(headers, header::CACHE_CONTROL, &cache_control);
     put(headers, X_CACHE.clone(), served.cache_status.as_str());
+    if served.varies_on_accept {
+        put(headers, header::VARY, "Accept");
+    }
     if !not_modified {
         put(headers, header::CONTENT_TYPE, &entry.meta.content_type);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta.body_len));
@@ -123,7 +126,7 @@ fn add_common_headers(headers: &mut HeaderMap) {
     put(
         headers,
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        "Content-Length, Content-Type, Cache-Control, ETag, Last-Modified, X-Cache, Retry-After",
+        "Content-Length, Content-Type, Cache-Control, ETag, Last-Modified, X-Cache, Retry-After, Vary",
     );
     put(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     put(headers, header::CONTENT_SECURITY_POLICY, "default-src 'none'");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchConfig, NetworkPolicy};
+use crate::transform::Limits;
 use units::{parse_duration, parse_size};
 
 /// `mirage`: the top-level command line.
@@ -30,7 +31,7 @@ pub struct Cli {
 /// The subcommands of `mirage`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP service: `GET /?{url}` mirrors an image, `GET /healthz` answers `ok`.
+    /// Run the HTTP service: `GET /?{url}` mirrors an image, `GET /{options}/?{url}` transforms it.
     Serve(ServeArgs),
 }
 
@@ -115,6 +116,19 @@ pub struct ServeArgs {
     #[arg(long = "allow-net", value_name = "CIDR", env = "MIRAGE_ALLOW_NET", value_delimiter = ',')]
     pub allow_net: Vec<ipnet::IpNet>,
 
+    /// Largest source image, in pixels (width x height, e.g. 50M), that will be decoded for a transform; larger
+    /// sources get 413 before a single pixel is decoded.
+    #[arg(long, env = "MIRAGE_MAX_SOURCE_PIXELS", default_value = "50M", value_parser = parse_size)]
+    pub max_source_pixels: u64,
+
+    /// Images decoded, resized and encoded at once [default: the number of CPU cores].
+    #[arg(long, env = "MIRAGE_TRANSFORM_WORKERS")]
+    pub transform_workers: Option<usize>,
+
+    /// Transforms allowed to wait for a worker; past this, requests get 503 with Retry-After.
+    #[arg(long, env = "MIRAGE_TRANSFORM_QUEUE", default_value_t = 64)]
+    pub transform_queue: usize,
+
     /// Upstream fetches in flight at once; requests that would start more get 503 with Retry-After.
     #[arg(long, env = "MIRAGE_MAX_INFLIGHT_FETCHES", default_value_t = 256)]
     pub max_inflight_fetches: usize,
@@ -160,6 +174,17 @@ pub struct CacheConfig {
     pub disk: Option<(PathBuf, u64)>,
 }
 
+/// Image transformation: limits and the bounded worker pool.
+#[derive(Debug, Clone)]
+pub struct TransformConfig {
+    /// Pixel, output and frame limits.
+    pub limits: Limits,
+    /// Transforms running at once.
+    pub workers: usize,
+    /// Transforms waiting for a worker at most.
+    pub queue: usize,
+}
+
 /// The validated configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -169,6 +194,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// Freshness and stale serving.
     pub freshness: FreshnessPolicy,
+    /// Image transformation.
+    pub transform: TransformConfig,
     /// Upstream fetches in flight at once.
     pub max_inflight_fetches: usize,
     /// Client connections at once.
@@ -220,6 +247,13 @@ impl ServeArgs {
                 default_ttl: self.default_ttl,
                 stale_if_error: self.stale_if_error,
                 negative_ttl: self.negative_ttl,
+            },
+            transform: TransformConfig {
+                limits: Limits { max_source_pixels: self.max_source_pixels, ..Limits::default() },
+                workers: self
+                    .transform_workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)),
+                queue: self.transform_queue,
             },
             max_inflight_fetches: self.max_inflight_fetches,
             max_connections: self.max_connections,

@@ -1,0 +1,96 @@
+//! Pixels to bytes: JPEG with libjpeg-turbo's fastest settings (mozjpeg crate, no trellis), PNG and GIF with
+//! `image`, lossy WebP with libwebp. Nothing from the source's metadata is written except an ICC profile
+//! where the encoder takes one (JPEG, PNG): EXIF is stripped, orientation having been applied to the pixels.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::codecs::gif::GifEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+
+use super::bitmap::Bitmap;
+use super::{OutputFormat, TransformError};
+
+fn failed(error: impl std::fmt::Display) -> TransformError {
+    TransformError::Encode(error.to_string())
+}
+
+fn colour_type(image: &Bitmap) -> ExtendedColorType {
+    if image.has_alpha() { ExtendedColorType::Rgba8 } else { ExtendedColorType::Rgb8 }
+}
+
+/// Encodes `image` (RGB for JPEG; RGB or RGBA otherwise) at `quality` (JPEG and WebP only).
+pub(crate) fn encode(
+    image: &Bitmap,
+    format: OutputFormat,
+    quality: u8,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, TransformError> {
+    match format {
+        OutputFormat::Jpeg => jpeg(image, quality, icc),
+        OutputFormat::Png => png(image, icc),
+        OutputFormat::Webp => webp(image, quality),
+        OutputFormat::Gif => {
+            let mut bytes = Vec::new();
+            let mut encoder = GifEncoder::new_with_speed(&mut bytes, GIF_SPEED);
+            encoder.encode(&image.data, image.width, image.height, colour_type(image)).map_err(failed)?;
+            drop(encoder);
+            Ok(bytes)
+        }
+        OutputFormat::Avif => Err(TransformError::UnsupportedOutput("avif")),
+    }
+}
+
+/// NeuQuant sampling factor for GIF palettes (1 best and slowest, 30 fastest): 10 is what gifsicle-like
+/// tools consider a fair trade.
+pub(crate) const GIF_SPEED: i32 = 10;
+
+fn jpeg(image: &Bitmap, quality: u8, icc: Option<&[u8]>) -> Result<Vec<u8>, TransformError> {
+    if image.has_alpha() {
+        return Err(TransformError::Encode("JPEG needs flattened RGB".to_owned()));
+    }
+    // libjpeg reports errors by unwinding (see decode.rs); catch them here too.
+    let caught = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<u8>, TransformError> {
+        let mut compress = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        // libjpeg-turbo's defaults: no trellis quantisation, no scan optimisation. Speed matters more here.
+        compress.set_fastest_defaults();
+        compress.set_size(image.width as usize, image.height as usize);
+        compress.set_quality(f32::from(quality));
+        // Optimised Huffman tables: a second pass over the coefficients, a few percent smaller for little time.
+        compress.set_optimize_coding(true);
+        compress.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
+        let capacity = image.data.len() / 8 + 1024;
+        let mut started = compress.start_compress(Vec::with_capacity(capacity)).map_err(failed)?;
+        if let Some(profile) = icc.filter(|p| !p.is_empty() && p.len() < 255 * 65_000) {
+            started.write_icc_profile(profile);
+        }
+        started.write_scanlines(&image.data).map_err(failed)?;
+        started.finish().map_err(failed)
+    }));
+    caught.unwrap_or_else(|payload| {
+        let message = payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "libjpeg error".to_owned());
+        Err(TransformError::Encode(message))
+    })
+}
+
+fn png(image: &Bitmap, icc: Option<&[u8]>) -> Result<Vec<u8>, TransformError> {
+    let mut bytes = Vec::new();
+    let mut encoder = PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive);
+    if let Some(profile) = icc {
+        // A profile the encoder refuses is dropped rather than failing the image.
+        let _ = encoder.set_icc_profile(profile.to_vec());
+    }
+    encoder.write_image(&image.data, image.width, image.height, colour_type(image)).map_err(failed)?;
+    Ok(bytes)
+}
+
+fn webp(image: &Bitmap, quality: u8) -> Result<Vec<u8>, TransformError> {
+    // The buffer length is guaranteed by `Bitmap`, so the crate's size assertion cannot fire.
+    let encoder = if image.has_alpha() {
+        webp::Encoder::from_rgba(&image.data, image.width, image.height)
+    } else {
+        webp::Encoder::from_rgb(&image.data, image.width, image.height)
+    };
+    let memory = encoder.encode_simple(false, f32::from(quality)).map_err(|e| failed(format!("{e:?}")))?;
+    Ok(memory.to_vec())
+}
