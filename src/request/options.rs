@@ -495,4 +495,62 @@ mod tests {
             assert!(TransformOptions::parse(bad).is_err(), "{bad} should be refused");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Well-formed option pairs, in any spelling (aliases, case, dpr), so that most generated segments parse.
+        fn pair() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (prop_oneof![Just("width"), Just("w"), Just("W")], 1u32..9000).prop_map(|(k, v)| format!("{k}={v}")),
+                (prop_oneof![Just("height"), Just("h")], 0u32..9000).prop_map(|(k, v)| format!("{k}={v}")),
+                prop_oneof![Just("scale-down"), Just("contain"), Just("cover"), Just("crop"), Just("pad"), Just("fill")]
+                    .prop_map(|v| format!("fit={v}")),
+                prop_oneof![Just("center"), Just("top"), Just("bottom-right"), Just("left"), Just("top-left")]
+                    .prop_map(|v| format!("g={v}")),
+                (0u32..120).prop_map(|v| format!("q={v}")),
+                prop_oneof![Just("auto"), Just("jpeg"), Just("png"), Just("webp"), Just("gif"), Just("original")]
+                    .prop_map(|v| format!("format={v}")),
+                (1u32..45).prop_map(|v| format!("dpr={}.{}", v / 10, v % 10)),
+                "[0-9a-fA-F]{3,8}".prop_map(|v| format!("bg={v}")),
+                (0u32..1100).prop_map(|v| format!("blur={}.{}", v / 10, v % 10)),
+                (0u32..120).prop_map(|v| format!("sharpen={}", v / 10)),
+                prop_oneof![Just("90"), Just("180"), Just("270"), Just("45")].prop_map(|v| format!("rotate={v}")),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_text(segment in ".{0,200}") {
+                let _ = TransformOptions::parse(&segment);
+            }
+
+            #[test]
+            fn never_panics_on_option_like_text(segment in "([a-z]{1,10}=[-+.#0-9a-zA-Z]{0,12},?){0,8}") {
+                let _ = TransformOptions::parse(&segment);
+            }
+
+            #[test]
+            fn canonical_form_round_trips(pairs in proptest::collection::vec(pair(), 0..8)) {
+                let segment = pairs.join(",");
+                if let Ok(options) = TransformOptions::parse(&segment) {
+                    let canonical = options.canonical();
+                    let reparsed = TransformOptions::parse(&canonical);
+                    prop_assert_eq!(reparsed.as_ref(), Ok(&options), "segment {} canonical {}", segment, canonical);
+                    prop_assert_eq!(reparsed.map(|o| o.canonical()), Ok(canonical));
+                }
+            }
+
+            #[test]
+            fn key_order_does_not_matter(pairs in proptest::collection::vec(pair(), 1..6)) {
+                let forward = TransformOptions::parse(&pairs.join(","));
+                let mut reversed = pairs.clone();
+                reversed.reverse();
+                // Errors may name a different offending pair; the verdict and any result must agree.
+                prop_assert_eq!(forward.ok(), TransformOptions::parse(&reversed.join(",")).ok());
+            }
+        }
+    }
 }
