@@ -16,4 +16,5 @@ pub mod server;
 pub mod sniff;
 pub mod telemetry;
 pub mod transform;
+pub mod warm;
 pub mod workers;

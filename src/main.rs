@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Urls(args) => return mirage::warm::urls_command(&args),
+        Command::Warm(args) => return runtime.block_on(mirage::warm::warm_command(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,7 +36,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = args.into_config()?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    if let Some((dir, _)) = &config.cache.disk {
+    if let Some((dir, _)) = &config.pipeline.cache.disk {
         tracing::info!(dir = %dir.display(), "disk cache");
     }
     mirage::server::serve(listener, config, shutdown_signal()).await

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mirage_cache::{DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, FreshnessPolicy};
+use crate::config::{FreshnessPolicy, PipelineConfig};
 use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::Freshness;
@@ -101,7 +101,7 @@ pub fn unix_now() -> u64 {
 impl Pipeline {
     /// Opens the cache tiers and builds the fetcher. A disk tier that cannot be opened is logged and left out:
     /// the service runs memory-only rather than not at all.
-    pub async fn new(config: &Config) -> Result<Pipeline, String> {
+    pub async fn new(config: &PipelineConfig) -> Result<Pipeline, String> {
         let memory = MemoryTier::new(config.cache.memory_bytes);
         let disk = match config.cache.disk.clone() {
             None => None,

@@ -20,7 +20,7 @@ use crate::pipeline::Pipeline;
 /// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish (at most `config.shutdown_timeout`), waits for queued cache writes and returns.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let pipeline = Pipeline::new(&config).await?;
+    let pipeline = Pipeline::new(&config.pipeline).await?;
     serve_with(listener, pipeline, &config, shutdown).await;
     Ok(())
 }

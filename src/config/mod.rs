@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchConfig, NetworkPolicy};
+use crate::request::TransformOptions;
 use crate::transform::Limits;
 use units::{parse_duration, parse_size};
 
@@ -33,6 +34,86 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service: `GET /?{url}` mirrors an image, `GET /{options}/?{url}` transforms it.
     Serve(ServeArgs),
+    /// Print the distinct upstream image URLs found in articles (markdown, HTML, front matter, plain lists).
+    Urls(UrlsArgs),
+    /// Fill the cache with every image (and variant) found in articles, through a server or directly on disk.
+    Warm(WarmArgs),
+}
+
+/// Where `urls` and `warm` look for image URLs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExtractArgs {
+    /// Files, directories (recursed) or `-` for standard input.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// File extensions read when recursing directories (repeatable or comma-separated).
+    #[arg(long = "ext", value_name = "EXT", value_delimiter = ',', default_values = ["md", "markdown", "html", "htm", "txt"])]
+    pub extensions: Vec<String>,
+
+    /// A proxy prefix to strip from image URLs, in addition to the built-in `https://cors.zfour.workers.dev/?`
+    /// (repeatable).
+    #[arg(long = "proxy-prefix", value_name = "PREFIX")]
+    pub proxy_prefixes: Vec<String>,
+}
+
+/// The flags of `mirage urls`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "urls")]
+pub struct UrlsArgs {
+    /// Inputs and prefixes.
+    #[command(flatten)]
+    pub extract: ExtractArgs,
+
+    /// Print JSON lines (file, line, url, proxied) instead of bare URLs.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `mirage warm`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "warm")]
+pub struct WarmArgs {
+    /// Inputs and prefixes.
+    #[command(flatten)]
+    pub extract: ExtractArgs,
+
+    /// Warm a running server over HTTP (e.g. http://127.0.0.1:8080) instead of the disk cache directly.
+    #[arg(long, value_name = "URL", conflicts_with = "cache_dir")]
+    pub server: Option<url::Url>,
+
+    /// A variant to warm for every image, in the transform route's option syntax, e.g. `width=300` (repeatable;
+    /// none means the original only).
+    #[arg(long = "variant", value_name = "OPTIONS", value_parser = parse_variant)]
+    pub variants: Vec<TransformOptions>,
+
+    /// Entries warmed at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+
+    /// Upstream requests in flight at once per upstream host (politeness).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub per_host: u32,
+
+    /// Retries, with backoff, after a 5xx or a timeout.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+
+    /// Print nothing but the final report.
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Cache, fetch and transform settings for warming the disk cache directly (as `serve` takes them).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+fn parse_variant(text: &str) -> Result<TransformOptions, String> {
+    TransformOptions::parse(text).map_err(|error| error.to_string())
 }
 
 /// Log output format.
@@ -52,6 +133,31 @@ pub struct ServeArgs {
     #[arg(long, env = "MIRAGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Client connections served at once; further connections wait in the listen backlog.
+    #[arg(long, env = "MIRAGE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Time a client has to send its request headers (slow clients are disconnected).
+    #[arg(long, env = "MIRAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.
+    #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
+    #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Cache, fetch and transform settings (shared with `mirage warm`).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// The flags that shape the image pipeline: cache, upstream fetching, freshness and transforms. `serve` and
+/// `warm` share them, so a cache warmed on a build machine is the cache the server reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
     /// Directory of the disk cache [default: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
     #[arg(long, env = "MIRAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -132,22 +238,6 @@ pub struct ServeArgs {
     /// Upstream fetches in flight at once; requests that would start more get 503 with Retry-After.
     #[arg(long, env = "MIRAGE_MAX_INFLIGHT_FETCHES", default_value_t = 256)]
     pub max_inflight_fetches: usize,
-
-    /// Client connections served at once; further connections wait in the listen backlog.
-    #[arg(long, env = "MIRAGE_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
-
-    /// Time a client has to send its request headers (slow clients are disconnected).
-    #[arg(long, env = "MIRAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
-
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.
-    #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
-    /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
-    #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
 }
 
 /// Freshness rules for cached upstream responses.
@@ -185,9 +275,9 @@ pub struct TransformConfig {
     pub queue: usize,
 }
 
-/// The validated configuration of the service.
+/// The validated configuration of the image pipeline (what `serve` and `warm` share).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct PipelineConfig {
     /// Cache tiers.
     pub cache: CacheConfig,
     /// Upstream fetching.
@@ -198,6 +288,13 @@ pub struct Config {
     pub transform: TransformConfig,
     /// Upstream fetches in flight at once.
     pub max_inflight_fetches: usize,
+}
+
+/// The validated configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The image pipeline.
+    pub pipeline: PipelineConfig,
     /// Client connections at once.
     pub max_connections: usize,
     /// Time limit for reading a request's headers.
@@ -209,18 +306,34 @@ pub struct Config {
 impl ServeArgs {
     /// Checks the flags together and builds the `Config`.
     pub fn into_config(self) -> Result<Config, String> {
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        Ok(Config {
+            pipeline: self.pipeline.into_config()?,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+impl PipelineArgs {
+    /// Checks the flags together and builds the `PipelineConfig`.
+    pub fn into_config(self) -> Result<PipelineConfig, String> {
         if self.min_ttl > self.max_ttl {
             return Err(format!("--min-ttl ({:?}) is longer than --max-ttl ({:?})", self.min_ttl, self.max_ttl));
         }
-        for (name, value) in
-            [("--max-inflight-fetches", self.max_inflight_fetches), ("--max-connections", self.max_connections)]
-        {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
+        let at_least_one = [
+            ("--max-inflight-fetches", self.max_inflight_fetches as u64),
+            ("--transform-workers", self.transform_workers.map_or(1, |workers| workers as u64)),
+            ("--max-source-pixels", self.max_source_pixels),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{name} must be at least 1"));
         }
         if self.connect_timeout.is_zero() || self.fetch_timeout.is_zero() {
-            return Err("timeouts must be longer than zero".into());
+            return Err("--connect-timeout and --fetch-timeout must be longer than zero".into());
         }
         let disk = if self.no_disk_cache {
             None
@@ -231,7 +344,7 @@ impl ServeArgs {
             };
             Some((dir, self.disk_cache_size))
         };
-        Ok(Config {
+        Ok(PipelineConfig {
             cache: CacheConfig { memory_bytes: self.memory_cache_size, disk },
             fetch: FetchConfig {
                 user_agent: self.user_agent,
@@ -256,9 +369,6 @@ impl ServeArgs {
                 queue: self.transform_queue,
             },
             max_inflight_fetches: self.max_inflight_fetches,
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            shutdown_timeout: self.shutdown_timeout,
         })
     }
 }

@@ -506,8 +506,15 @@ mod tests {
             prop_oneof![
                 (prop_oneof![Just("width"), Just("w"), Just("W")], 1u32..9000).prop_map(|(k, v)| format!("{k}={v}")),
                 (prop_oneof![Just("height"), Just("h")], 0u32..9000).prop_map(|(k, v)| format!("{k}={v}")),
-                prop_oneof![Just("scale-down"), Just("contain"), Just("cover"), Just("crop"), Just("pad"), Just("fill")]
-                    .prop_map(|v| format!("fit={v}")),
+                prop_oneof![
+                    Just("scale-down"),
+                    Just("contain"),
+                    Just("cover"),
+                    Just("crop"),
+                    Just("pad"),
+                    Just("fill")
+                ]
+                .prop_map(|v| format!("fit={v}")),
                 prop_oneof![Just("center"), Just("top"), Just("bottom-right"), Just("left"), Just("top-left")]
                     .prop_map(|v| format!("g={v}")),
                 (0u32..120).prop_map(|v| format!("q={v}")),

@@ -61,8 +61,8 @@ fn jpeg(image: &Bitmap, quality: u8, icc: Option<&[u8]>) -> Result<Vec<u8>, Tran
         compress.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
         let capacity = image.data.len() / 8 + 1024;
         let mut started = compress.start_compress(Vec::with_capacity(capacity)).map_err(failed)?;
-        if let Some(profile) = icc.filter(|p| !p.is_empty() && p.len() < 255 * 65_000) {
-            started.write_icc_profile(profile);
+        if let Some(profile) = icc {
+            write_icc(&mut started, profile);
         }
         started.write_scanlines(&image.data).map_err(failed)?;
         started.finish().map_err(failed)
@@ -71,6 +71,20 @@ fn jpeg(image: &Bitmap, quality: u8, icc: Option<&[u8]>) -> Result<Vec<u8>, Tran
         let message = payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "libjpeg error".to_owned());
         Err(TransformError::Encode(message))
     })
+}
+
+/// Writes an ICC profile as APP2 `ICC_PROFILE` chunks numbered from 1, as the ICC spec and libjpeg's reader
+/// require (the mozjpeg crate's `write_icc_profile` numbers them from 0, which readers reject).
+fn write_icc<W>(started: &mut mozjpeg::compress::CompressStarted<W>, profile: &[u8]) {
+    const CHUNK: usize = 65_519;
+    let count = profile.len().div_ceil(CHUNK);
+    if profile.is_empty() || count > 255 {
+        return;
+    }
+    for (index, chunk) in profile.chunks(CHUNK).enumerate() {
+        let header = [&b"ICC_PROFILE\0"[..], &[index as u8 + 1, count as u8]].concat();
+        started.write_marker(mozjpeg::Marker::APP(2), &[header.as_slice(), chunk].concat());
+    }
 }
 
 fn png(image: &Bitmap, icc: Option<&[u8]>) -> Result<Vec<u8>, TransformError> {

@@ -54,23 +54,23 @@ impl Plan {
         self.crop == Rect::whole(source) && self.size == source
     }
 
-    /// The same plan for a source that was decoded at a different size (JPEG DCT scaling): the crop scales
-    /// with it, the output size does not.
-    pub fn rescaled(&self, from: (u32, u32), to: (u32, u32)) -> Plan {
-        if from == to {
+    /// The same plan for a source decoded at `factor` times its size (JPEG DCT scaling at n/8): the crop
+    /// scales with it, the output size does not. The factor is exact, not decoded/full size: libjpeg rounds
+    /// the decoded size up, and its last row and column are only partly image (500 px at 3/8 is 187.5 px of
+    /// image in 188), so mapping whole size to whole size would shift and stretch the picture by up to half
+    /// a pixel, which costs several dB against a reference.
+    pub fn rescaled(&self, factor: f64, decoded: (u32, u32)) -> Plan {
+        if factor == 1.0 {
             return *self;
         }
-        if self.crop == Rect::whole(from) {
-            // Exactly the whole image, without float noise, so an exact-size decode skips the resize.
-            return Plan { crop: Rect::whole(to), ..*self };
-        }
-        let fx = f64::from(to.0) / f64::from(from.0);
-        let fy = f64::from(to.1) / f64::from(from.1);
+        let (w, h) = (f64::from(decoded.0), f64::from(decoded.1));
+        let left = (self.crop.left * factor).min(w - 1.0).max(0.0);
+        let top = (self.crop.top * factor).min(h - 1.0).max(0.0);
         let crop = Rect {
-            left: self.crop.left * fx,
-            top: self.crop.top * fy,
-            width: (self.crop.width * fx).min(f64::from(to.0)),
-            height: (self.crop.height * fy).min(f64::from(to.1)),
+            left,
+            top,
+            width: (self.crop.width * factor).min(w - left),
+            height: (self.crop.height * factor).min(h - top),
         };
         Plan { crop, ..*self }
     }
@@ -287,6 +287,18 @@ mod tests {
         assert_eq!(out((1, 50_000_000), "w=8192,fit=contain"), (8192, u32::MAX));
         assert_eq!(out((50_000_000, 1), "w=10,h=10,fit=contain"), (10, 1));
         assert_eq!(out((50_000_000, 1), "w=10,h=10,fit=cover"), (10, 10));
+    }
+
+    #[test]
+    fn rescaling_for_a_dct_scaled_decode_uses_the_exact_factor() {
+        // 500x355 at 3/8 decodes to 188x134 pixels, of which 187.5 x 133.125 are image.
+        let whole = plan((500, 355), &options("w=150"));
+        let scaled = whole.rescaled(3.0 / 8.0, (188, 134));
+        assert_eq!(scaled.crop, Rect { left: 0.0, top: 0.0, width: 187.5, height: 133.125 });
+        assert_eq!(scaled.size, whole.size);
+        let cover = plan((4000, 3000), &options("w=100,h=100,fit=cover,g=right")).rescaled(0.125, (500, 375));
+        assert_eq!(cover.crop, Rect { left: 125.0, top: 0.0, width: 375.0, height: 375.0 });
+        assert_eq!(plan((400, 300), &options("w=100")).rescaled(1.0, (400, 300)), plan((400, 300), &options("w=100")));
     }
 
     #[test]

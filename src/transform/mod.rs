@@ -178,7 +178,7 @@ pub fn transform(
 
     let mut image = orient::apply(decoded.bitmap, decoded.orientation);
     image = orient::apply(image, rotation);
-    let plan = plan.rescaled(full_size, (image.width, image.height));
+    let plan = plan.rescaled(f64::from(jpeg_scale) / 8.0, (image.width, image.height));
     let image = finish_pixels(image, &plan, options, output)?;
     let quality = options.quality.unwrap_or(output.default_quality());
     let bytes = encode::encode(&image, output, quality, decoded.icc.as_deref())?;

@@ -95,14 +95,12 @@ fn jpeg(source: &[u8]) -> Result<Header, TransformError> {
             .filter(|_| length >= 2)
             .ok_or_else(|| undecodable("truncated JPEG segment"))?;
         match marker {
-            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                if size.is_none() {
-                    let height = be16(body, 1).ok_or_else(|| undecodable("short SOF"))?;
-                    let width = be16(body, 3).ok_or_else(|| undecodable("short SOF"))?;
-                    components = *body.get(5).ok_or_else(|| undecodable("short SOF"))?;
-                    size = Some((u32::from(width), u32::from(height)));
-                }
+            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC); libjpeg uses the first one.
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) && size.is_none() => {
+                let height = be16(body, 1).ok_or_else(|| undecodable("short SOF"))?;
+                let width = be16(body, 3).ok_or_else(|| undecodable("short SOF"))?;
+                components = *body.get(5).ok_or_else(|| undecodable("short SOF"))?;
+                size = Some((u32::from(width), u32::from(height)));
             }
             0xE1 if body.starts_with(b"Exif\0\0") => {
                 orientation = body.get(6..).and_then(orient::exif_orientation).unwrap_or(1);
