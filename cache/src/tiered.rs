@@ -16,8 +16,9 @@ use crate::key::CacheKey;
 use crate::memory::MemoryTier;
 use crate::meta::{Entry, EntryKind};
 
-/// Disk writes allowed to be queued or running at once; beyond this, writes are skipped
-/// (the entry is still in memory) instead of piling up behind a slow disk.
+/// Disk writes allowed to be queued or running at once. Beyond this, `store` waits for a slot:
+/// back-pressure on the (already bounded) fills, rather than a queue that grows without bound
+/// behind a slow disk or entries that silently never reach it (the warm command relies on that).
 const MAX_PENDING_WRITES: usize = 32;
 
 /// Which tier answered a lookup.
@@ -161,7 +162,8 @@ impl TieredCache {
         }
     }
 
-    /// Inserts into memory now and queues a disk write for images without waiting for it.
+    /// Inserts into memory now and queues a disk write for images without waiting for the write
+    /// itself (only, when `MAX_PENDING_WRITES` are already queued, for a slot in the queue).
     /// A `NotFound` entry stays memory-only and instead queues removal of any older disk
     /// copy, so an image deleted upstream is not resurrected from disk later.
     pub async fn store(&self, key: CacheKey, entry: Entry) {
@@ -169,9 +171,8 @@ impl TieredCache {
         if self.inner.disk.is_none() {
             return;
         }
-        let Ok(permit) = Arc::clone(&self.inner.write_permits).try_acquire_owned() else {
-            tracing::debug!(key = %key, "disk write queue full; entry kept in memory only");
-            return;
+        let Ok(permit) = Arc::clone(&self.inner.write_permits).acquire_owned().await else {
+            return; // The semaphore is never closed.
         };
         let inner = Arc::clone(&self.inner);
         // The permit moves into the blocking task, so it counts until the I/O is done.
