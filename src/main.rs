@@ -2,11 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use mirage::config::{Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    // `warm --server` talks to a server and never opens a cache directory: naming one as well is a mistake.
+    // Checked here, not with clap's `conflicts_with`, so that a MIRAGE_CACHE_DIR in the environment (set for
+    // `serve`) does not make `--server` unusable.
+    if let Some(("warm", warm)) = matches.subcommand()
+        && warm.contains_id("server")
+        && warm.value_source("cache_dir") == Some(ValueSource::CommandLine)
+    {
+        Cli::command().error(ErrorKind::ArgumentConflict, "--server and --cache-dir cannot be used together").exit();
+    }
     // reqwest is built without a default TLS provider (aws-lc is a heavy build): choose ring, once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -78,8 +78,9 @@ pub struct WarmArgs {
     #[command(flatten)]
     pub extract: ExtractArgs,
 
-    /// Warm a running server over HTTP (e.g. http://127.0.0.1:8080) instead of the disk cache directly.
-    #[arg(long, value_name = "URL", conflicts_with = "cache_dir")]
+    /// Warm a running server over HTTP (e.g. http://127.0.0.1:8080) instead of a disk cache directly. Without
+    /// `--server`, the disk cache at `--cache-dir` (default: the one `serve` uses) is filled directly.
+    #[arg(long, value_name = "URL")]
     pub server: Option<url::Url>,
 
     /// A variant to warm for every image, in the transform route's option syntax, e.g. `width=300` (repeatable;

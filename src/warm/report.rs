@@ -1,0 +1,396 @@
+//! What a warm run did: the live counters, the progress shown on stderr while it runs, and the final report
+//! (plain text on stdout, JSON with `--report FILE`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// URLs kept per failure reason in the report: enough to start investigating, not a dump of the whole blog.
+pub const URLS_PER_REASON: usize = 5;
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(2);
+/// How often the progress bar is redrawn.
+const BAR_EVERY: Duration = Duration::from_millis(150);
+
+/// Counters updated by the warm workers as jobs end. Shared; every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct Tally {
+    warmed: AtomicU64,
+    cached: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    // A std Mutex: held for a map update, never across an await.
+    failures: Mutex<BTreeMap<String, FailureGroup>>,
+}
+
+/// The jobs that failed for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureGroup {
+    /// Jobs (URL × variant) that failed for this reason.
+    pub jobs: u64,
+    /// The first few distinct URLs, in the order they failed.
+    pub urls: Vec<String>,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Entries fetched or made by this run.
+    pub warmed: u64,
+    /// Entries that were already cached.
+    pub cached: u64,
+    /// Entries that could not be warmed.
+    pub failed: u64,
+    /// Body bytes of the warmed entries.
+    pub bytes: u64,
+}
+
+impl Counts {
+    /// Jobs ended, whatever their outcome.
+    pub fn done(&self) -> u64 {
+        self.warmed + self.cached + self.failed
+    }
+}
+
+impl Tally {
+    /// An entry was fetched or made now, `bytes` long.
+    pub fn warmed(&self, bytes: u64) {
+        self.warmed.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// An entry was already cached.
+    pub fn cached(&self) {
+        self.cached.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `jobs` entries of `url` failed for `reason` (a stable code such as `upstream_not_found`).
+    pub fn failed(&self, reason: &str, url: &str, jobs: u64) {
+        if jobs == 0 {
+            return;
+        }
+        self.failed.fetch_add(jobs, Ordering::Relaxed);
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let group = failures.entry(reason.to_owned()).or_insert_with(|| FailureGroup { jobs: 0, urls: Vec::new() });
+        group.jobs += jobs;
+        if group.urls.len() < URLS_PER_REASON && !group.urls.iter().any(|seen| seen == url) {
+            group.urls.push(url.to_owned());
+        }
+    }
+
+    /// Turns a success counted earlier into a failure (an entry that did not reach the disk after all).
+    pub fn demote(&self, was_warmed: bool, bytes: u64, reason: &str, url: &str) {
+        if was_warmed {
+            self.warmed.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        } else {
+            self.cached.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.failed(reason, url, 1);
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            warmed: self.warmed.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The failures so far, by reason.
+    pub fn failures(&self) -> BTreeMap<String, FailureGroup> {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// The final report, printed as text and written as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `cache-dir` or `server`.
+    pub mode: &'static str,
+    /// The cache directory or the server URL warmed.
+    pub destination: String,
+    /// Distinct image URLs found in the inputs.
+    pub urls: u64,
+    /// Distinct `--variant`s (besides the original, which is always warmed).
+    pub variants: u64,
+    /// Cache entries per URL: the original, plus one per variant and negotiated format.
+    pub entries_per_url: u64,
+    /// URLs × entries per URL.
+    pub jobs: u64,
+    /// Entries fetched or made by this run.
+    pub warmed: u64,
+    /// Entries that were cached already.
+    pub already_cached: u64,
+    /// Entries that could not be warmed.
+    pub failed: u64,
+    /// Entries never attempted because the run was interrupted.
+    pub not_started: u64,
+    /// Body bytes of the entries warmed by this run (0 when everything was cached already).
+    pub bytes_fetched: u64,
+    /// Wall-clock time of the run.
+    pub elapsed_seconds: f64,
+    /// Whether SIGINT/SIGTERM cut the run short.
+    pub interrupted: bool,
+    /// Failures by reason, with the first few URLs of each.
+    pub failures: BTreeMap<String, FailureGroup>,
+}
+
+impl Report {
+    /// Assembles the report from the final counters.
+    pub fn new(head: ReportHead, tally: &Tally, elapsed: Duration, interrupted: bool) -> Report {
+        let counts = tally.counts();
+        Report {
+            mode: head.mode,
+            destination: head.destination,
+            urls: head.urls,
+            variants: head.variants,
+            entries_per_url: head.entries_per_url,
+            jobs: head.jobs,
+            warmed: counts.warmed,
+            already_cached: counts.cached,
+            failed: counts.failed,
+            not_started: head.jobs.saturating_sub(counts.done()),
+            bytes_fetched: counts.bytes,
+            elapsed_seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            interrupted,
+            failures: tally.failures(),
+        }
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let status = if self.interrupted { "INTERRUPTED, partial report" } else { "done" };
+        let _ = writeln!(out, "mirage warm: {status} ({} {})", self.mode, self.destination);
+        let rows = [
+            ("urls", self.urls.to_string()),
+            ("variants", format!("{} ({} entries per URL, original included)", self.variants, self.entries_per_url)),
+            ("jobs", self.jobs.to_string()),
+            ("warmed", self.warmed.to_string()),
+            ("already cached", self.already_cached.to_string()),
+            ("failed", self.failed.to_string()),
+            ("not started", self.not_started.to_string()),
+            ("bytes fetched", format!("{} ({})", self.bytes_fetched, human_bytes(self.bytes_fetched))),
+            ("elapsed", format!("{:.2}s", self.elapsed_seconds)),
+        ];
+        for (label, value) in rows {
+            let _ = writeln!(out, "  {:<16}{value}", format!("{label}:"));
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "failures by reason:");
+            for (reason, group) in &self.failures {
+                let plural = if group.jobs == 1 { "" } else { "s" };
+                let _ = writeln!(out, "  {reason}: {} job{plural}", group.jobs);
+                for url in &group.urls {
+                    let _ = writeln!(out, "    {url}");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the report knows before the run starts.
+#[derive(Debug, Clone)]
+pub struct ReportHead {
+    /// `cache-dir` or `server`.
+    pub mode: &'static str,
+    /// The cache directory or the server URL.
+    pub destination: String,
+    /// Distinct URLs.
+    pub urls: u64,
+    /// Distinct variants.
+    pub variants: u64,
+    /// Entries per URL.
+    pub entries_per_url: u64,
+    /// All jobs.
+    pub jobs: u64,
+}
+
+/// `1.5 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// How progress is shown while the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressStyleChoice {
+    /// Nothing (`--quiet`).
+    Quiet,
+    /// An indicatif bar redrawn in place (stderr is a terminal).
+    Bar,
+    /// A plain line every few seconds and one at the end (stderr is a file or a pipe).
+    Lines,
+}
+
+impl ProgressStyleChoice {
+    /// The choice for this process: quiet when asked, a bar on a terminal, lines otherwise.
+    pub fn detect(quiet: bool) -> ProgressStyleChoice {
+        if quiet {
+            ProgressStyleChoice::Quiet
+        } else if std::io::stderr().is_terminal() {
+            ProgressStyleChoice::Bar
+        } else {
+            ProgressStyleChoice::Lines
+        }
+    }
+}
+
+/// The task that shows progress until `finish`.
+#[derive(Debug)]
+pub struct Progress {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts showing progress of `jobs` jobs counted by `tally`.
+    pub fn start(choice: ProgressStyleChoice, jobs: u64, tally: Arc<Tally>) -> Progress {
+        let (stop, stopped) = watch::channel(false);
+        let task = match choice {
+            ProgressStyleChoice::Quiet => None,
+            ProgressStyleChoice::Bar => Some(tokio::spawn(run_bar(jobs, tally, stopped))),
+            ProgressStyleChoice::Lines => Some(tokio::spawn(run_lines(jobs, tally, stopped))),
+        };
+        Progress { stop, task }
+    }
+
+    /// Stops the display (the bar is cleared, the plain display prints its last line) and waits for it.
+    pub async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run_bar(jobs: u64, tally: Arc<Tally>, mut stopped: watch::Receiver<bool>) {
+    let bar = ProgressBar::with_draw_target(Some(jobs), ProgressDrawTarget::stderr());
+    let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}, ETA {eta}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    let started = Instant::now();
+    loop {
+        let counts = tally.counts();
+        let rate = counts.done() as f64 / started.elapsed().as_secs_f64().max(0.001);
+        // Message first: each setter redraws, and the counts must agree with the position.
+        bar.set_message(format!(
+            "warmed {} cached {} failed {}, {rate:.1}/s",
+            counts.warmed, counts.cached, counts.failed
+        ));
+        bar.set_position(counts.done());
+        bar.tick();
+        tokio::select! {
+            _ = tokio::time::sleep(BAR_EVERY) => {}
+            _ = stopped.wait_for(|stop| *stop) => break,
+        }
+    }
+    // The report follows on stdout: leave the terminal clean for it.
+    bar.finish_and_clear();
+}
+
+async fn run_lines(jobs: u64, tally: Arc<Tally>, mut stopped: watch::Receiver<bool>) {
+    let started = Instant::now();
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(LINE_EVERY) => false,
+            _ = stopped.wait_for(|stop| *stop) => true,
+        };
+        eprintln!("{}", progress_line(jobs, tally.counts(), started.elapsed()));
+        if stop {
+            break;
+        }
+    }
+}
+
+/// `mirage warm: 12/90 jobs (warmed 10, cached 1, failed 1), 5.2/s, ETA 15s`.
+pub fn progress_line(jobs: u64, counts: Counts, elapsed: Duration) -> String {
+    let done = counts.done();
+    let rate = if elapsed.is_zero() { 0.0 } else { done as f64 / elapsed.as_secs_f64() };
+    let eta = if rate > 0.0 && done < jobs {
+        format!(", ETA {}s", ((jobs - done) as f64 / rate).ceil())
+    } else {
+        String::new()
+    };
+    format!(
+        "mirage warm: {done}/{jobs} jobs (warmed {}, cached {}, failed {}), {rate:.1}/s{eta}",
+        counts.warmed, counts.cached, counts.failed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_the_first_distinct_urls() {
+        let tally = Tally::default();
+        for index in 0..8 {
+            tally.failed("upstream_not_found", &format!("http://h/{}.jpg", index % 7), 2);
+        }
+        tally.failed("not_an_image", "http://h/page.html", 1);
+        let failures = tally.failures();
+        let group = &failures["upstream_not_found"];
+        assert_eq!(group.jobs, 16);
+        assert_eq!(group.urls.len(), URLS_PER_REASON);
+        assert_eq!(group.urls[0], "http://h/0.jpg");
+        assert_eq!(tally.counts().failed, 17);
+    }
+
+    #[test]
+    fn demote_moves_a_success_to_the_failures() {
+        let tally = Tally::default();
+        tally.warmed(100);
+        tally.cached();
+        tally.demote(true, 100, "not_stored", "http://h/a.jpg");
+        assert_eq!(tally.counts(), Counts { warmed: 0, cached: 1, failed: 1, bytes: 0 });
+    }
+
+    #[test]
+    fn text_report_lists_totals_and_reasons() {
+        let tally = Tally::default();
+        tally.warmed(2048);
+        tally.failed("not_an_image", "http://h/page.html", 3);
+        let head = ReportHead {
+            mode: "cache-dir",
+            destination: "/tmp/c".into(),
+            urls: 2,
+            variants: 2,
+            entries_per_url: 3,
+            jobs: 6,
+        };
+        let text = Report::new(head, &tally, Duration::from_millis(1500), true).to_text();
+        assert!(text.contains("INTERRUPTED"), "{text}");
+        assert!(text.contains("  warmed:         1\n"), "{text}");
+        assert!(text.contains("  not started:    2\n"), "{text}");
+        assert!(text.contains("  bytes fetched:  2048 (2.0 KiB)\n"), "{text}");
+        assert!(text.contains("  not_an_image: 3 jobs\n    http://h/page.html\n"), "{text}");
+    }
+
+    #[test]
+    fn progress_line_has_rate_and_eta() {
+        let counts = Counts { warmed: 8, cached: 1, failed: 1, bytes: 0 };
+        let line = progress_line(20, counts, Duration::from_secs(2));
+        assert_eq!(line, "mirage warm: 10/20 jobs (warmed 8, cached 1, failed 1), 5.0/s, ETA 2s");
+    }
+}
