@@ -570,3 +570,27 @@ async fn entries_that_do_not_stay_on_disk_are_reported_not_stored() {
     assert!(run.stdout.contains("not_stored: 2 jobs"), "{}", run.stdout);
     assert_eq!(entry_files(&cache).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_through_the_server_itself_are_recognised_as_a_proxy_prefix() {
+    let origin = Origin::start(&["127.0.0.1"]).await;
+    origin.route("/migrated.jpg", vec![image()]);
+    let work = tempfile::tempdir().unwrap();
+    let proxy = Proxy::local(&work.path().join("cache"), &[]).await;
+    let server = format!("http://{}", proxy.addr);
+    // An article already migrated to this server: its images link through `{server}/?{target}`.
+    let article = work.path().join("post.md");
+    std::fs::write(&article, format!("# Post\n\n![photo]({server}/?{})\n", origin.url("/migrated.jpg"))).unwrap();
+
+    let run = warm(&[article.to_str().unwrap(), "--server", &server]).await;
+    assert_eq!((run.code, run.count("warmed")), (Some(0), 1), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(origin.total_hits(), 1);
+    let (status, direct, _) =
+        x_cache(&client(), &proxy.path(&format!("/?{}", origin.url("/migrated.jpg"))), None).await;
+    assert_eq!((status, direct.as_str()), (200, "HIT-MEMORY"));
+    // Had the prefix not been stripped, the server would have been asked for itself, and cached that too.
+    let through_itself = proxy.path(&format!("/?{server}/?{}", origin.url("/migrated.jpg")));
+    let (_, inner, _) = x_cache(&client(), &through_itself, None).await;
+    assert_eq!(inner, "MISS");
+    proxy.stop().await;
+}

@@ -192,7 +192,7 @@ impl TieredCache {
     }
 
     /// Waits until every queued disk write has finished (shutdown, tests). Stores made while
-    /// this waits may skip the disk.
+    /// this waits queue behind it.
     pub async fn flush(&self) {
         // Each pending write holds one permit; holding all of them means none is running.
         let all = u32::try_from(MAX_PENDING_WRITES).unwrap_or(u32::MAX);

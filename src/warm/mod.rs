@@ -80,10 +80,12 @@ pub async fn warm_command(args: WarmArgs) -> ExitCode {
         eprintln!("mirage warm: {message}");
         ExitCode::from(2)
     };
-    let options = extract::ExtractOptions {
-        extensions: args.extract.extensions.clone(),
-        proxy_prefixes: args.extract.proxy_prefixes.clone(),
-    };
+    let mut proxy_prefixes = args.extract.proxy_prefixes.clone();
+    // Articles already migrated to this server link through it: `{server}/?{target}` is a proxy prefix too.
+    if let Some(server) = &args.server {
+        proxy_prefixes.push(format!("{}/?", server.as_str().trim_end_matches('/')));
+    }
+    let options = extract::ExtractOptions { extensions: args.extract.extensions.clone(), proxy_prefixes };
     let extraction = match extract::extract(&args.extract.inputs, &options) {
         Ok(extraction) => extraction,
         Err(error) => return usage(&error.to_string()),
