@@ -220,14 +220,15 @@ impl Pipeline {
 
     /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
-        let request = ImageRequest::mirror(target.clone());
-        let key = request.source_key();
+        let key = ImageRequest::source_key_of(target);
         let stale = match self.inner.cache.lookup(&key, unix_now()).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into()),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta.kind == EntryKind::Image),
             Lookup::Miss => None,
         };
         let pipeline = self.clone();
+        // Only a miss pays for owning a copy of the target.
+        let request = ImageRequest::mirror(target.clone());
         let filled = self.inner.cache.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
         flatten(filled)
     }

@@ -12,6 +12,7 @@ const ENTRY_OVERHEAD: u64 = 200;
 #[derive(Clone, Debug)]
 pub struct MemoryTier {
     cache: Cache<CacheKey, Entry>,
+    capacity_bytes: u64,
 }
 
 /// moka weights are u32; an entry over 4 GiB is clamped (it would evict everything anyway).
@@ -24,7 +25,7 @@ impl MemoryTier {
     /// A tier holding at most about `capacity_bytes` of entries.
     pub fn new(capacity_bytes: u64) -> MemoryTier {
         let cache = Cache::builder().max_capacity(capacity_bytes).weigher(weigh).build();
-        MemoryTier { cache }
+        MemoryTier { cache, capacity_bytes }
     }
 
     /// The entry for `key`, if cached (a cheap clone: the body is shared).
@@ -34,6 +35,11 @@ impl MemoryTier {
 
     /// Inserts or replaces the entry for `key`.
     pub async fn insert(&self, key: CacheKey, entry: Entry) {
+        // An entry bigger than the whole budget would be evicted at moka's next clean-up anyway; until then it
+        // would push out everything else and answer as a memory hit it cannot be.
+        if u64::from(weigh(&key, &entry)) > self.capacity_bytes {
+            return;
+        }
         self.cache.insert(key, entry).await;
     }
 
@@ -93,6 +99,16 @@ mod tests {
         assert_eq!(got.body.len(), 10);
         mem.remove(&k).await;
         assert!(mem.get(&k).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn entries_bigger_than_the_whole_budget_are_not_kept() {
+        let mem = MemoryTier::new(10_000);
+        let key = CacheKey::from_parts(&[b"big"]);
+        mem.insert(key, entry(20_000)).await;
+        assert!(mem.get(&key).await.is_none());
+        mem.insert(key, entry(5_000)).await;
+        assert!(mem.get(&key).await.is_some());
     }
 
     #[test]

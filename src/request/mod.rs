@@ -75,14 +75,19 @@ impl ImageRequest {
 
     /// The cache key of the upstream original. Every spelling of one URL gives the same key.
     pub fn source_key(&self) -> CacheKey {
-        CacheKey::from_parts(&[b"source", self.target.canonical().as_bytes()])
+        ImageRequest::source_key_of(&self.target)
+    }
+
+    /// The cache key of the upstream original at `target`.
+    pub fn source_key_of(target: &Target) -> CacheKey {
+        CacheKey::from_parts(&[b"source", target.canonical().as_bytes()])
     }
 
     /// The cache key of what this request answers: the original for a mirror, else the variant, keyed by the
     /// canonical options and, for `format=auto`, the negotiated class.
     pub fn key(&self) -> CacheKey {
         match &self.variant {
-            None => self.source_key(),
+            None => ImageRequest::source_key_of(&self.target),
             Some(variant) => CacheKey::from_parts(&[
                 b"variant",
                 self.target.canonical().as_bytes(),
