@@ -117,18 +117,9 @@ impl Tally {
 /// The final report, printed as text and written as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `cache-dir` or `server`.
-    pub mode: &'static str,
-    /// The cache directory or the server URL warmed.
-    pub destination: String,
-    /// Distinct image URLs found in the inputs.
-    pub urls: u64,
-    /// Distinct `--variant`s (besides the original, which is always warmed).
-    pub variants: u64,
-    /// Cache entries per URL: the original, plus one per variant and negotiated format.
-    pub entries_per_url: u64,
-    /// URLs × entries per URL.
-    pub jobs: u64,
+    /// What was warmed, and how much work that was.
+    #[serde(flatten)]
+    pub head: ReportHead,
     /// Entries fetched or made by this run.
     pub warmed: u64,
     /// Entries that were cached already.
@@ -152,16 +143,11 @@ impl Report {
     pub fn new(head: ReportHead, tally: &Tally, elapsed: Duration, interrupted: bool) -> Report {
         let counts = tally.counts();
         Report {
-            mode: head.mode,
-            destination: head.destination,
-            urls: head.urls,
-            variants: head.variants,
-            entries_per_url: head.entries_per_url,
-            jobs: head.jobs,
+            not_started: head.jobs.saturating_sub(counts.done()),
+            head,
             warmed: counts.warmed,
             already_cached: counts.cached,
             failed: counts.failed,
-            not_started: head.jobs.saturating_sub(counts.done()),
             bytes_fetched: counts.bytes,
             elapsed_seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             interrupted,
@@ -173,11 +159,14 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let status = if self.interrupted { "INTERRUPTED, partial report" } else { "done" };
-        let _ = writeln!(out, "mirage warm: {status} ({} {})", self.mode, self.destination);
+        let _ = writeln!(out, "mirage warm: {status} ({} {})", self.head.mode, self.head.destination);
         let rows = [
-            ("urls", self.urls.to_string()),
-            ("variants", format!("{} ({} entries per URL, original included)", self.variants, self.entries_per_url)),
-            ("jobs", self.jobs.to_string()),
+            ("urls", self.head.urls.to_string()),
+            (
+                "variants",
+                format!("{} ({} entries per URL, original included)", self.head.variants, self.head.entries_per_url),
+            ),
+            ("jobs", self.head.jobs.to_string()),
             ("warmed", self.warmed.to_string()),
             ("already cached", self.already_cached.to_string()),
             ("failed", self.failed.to_string()),
@@ -203,19 +192,19 @@ impl Report {
 }
 
 /// What the report knows before the run starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ReportHead {
     /// `cache-dir` or `server`.
     pub mode: &'static str,
-    /// The cache directory or the server URL.
+    /// The cache directory or the server URL warmed.
     pub destination: String,
-    /// Distinct URLs.
+    /// Distinct image URLs found in the inputs.
     pub urls: u64,
-    /// Distinct variants.
+    /// Distinct `--variant`s (besides the original, which is always warmed).
     pub variants: u64,
-    /// Entries per URL.
+    /// Cache entries per URL: the original, plus one per variant and negotiated format.
     pub entries_per_url: u64,
-    /// All jobs.
+    /// URLs × entries per URL.
     pub jobs: u64,
 }
 
