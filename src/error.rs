@@ -2,8 +2,9 @@
 
 use http::StatusCode;
 
-use crate::fetch::FetchError;
+use crate::fetch::{FetchError, HostRefusal};
 use crate::request::{RequestError, TargetError};
+use crate::signing::SignatureError;
 use crate::transform::TransformError;
 
 /// Everything that can end a request without an image.
@@ -15,6 +16,9 @@ pub enum Error {
     /// No route has this path.
     #[error("no such route")]
     NoRoute,
+    /// The URL signature is missing (when required) or wrong.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// A method other than GET, HEAD or OPTIONS.
     #[error("method not allowed: use GET, HEAD or OPTIONS")]
     MethodNotAllowed,
@@ -33,6 +37,12 @@ pub enum Error {
     /// Decoding, transforming or encoding the image failed.
     #[error(transparent)]
     Transform(#[from] TransformError),
+    /// The request URI (options plus target) is longer than allowed.
+    #[error("request URI is longer than {limit} bytes")]
+    UriTooLong {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
     /// Too much work in flight already.
     #[error("server is overloaded, retry shortly")]
     Overloaded,
@@ -71,9 +81,12 @@ impl Error {
                 (StatusCode::BAD_REQUEST, "bad_options")
             }
             Error::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            Error::Signature(SignatureError::Missing) => (StatusCode::FORBIDDEN, "signature_required"),
+            Error::Signature(SignatureError::Invalid) => (StatusCode::FORBIDDEN, "bad_signature"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::UpstreamNotFound { .. } => (StatusCode::NOT_FOUND, "upstream_not_found"),
             Error::NotAnImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
+            Error::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Transform(transform) => match transform {
@@ -87,6 +100,10 @@ impl Error {
             },
             Error::Fetch(fetch) => match fetch {
                 FetchError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden_target"),
+                FetchError::HostRule(HostRefusal::Denied(_) | HostRefusal::NotAllowed(_)) => {
+                    (StatusCode::FORBIDDEN, "forbidden_host")
+                }
+                FetchError::HostRule(HostRefusal::Port(_)) => (StatusCode::FORBIDDEN, "forbidden_port"),
                 FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "upstream_not_found"),
                 FetchError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"),
                 FetchError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),

@@ -33,6 +33,14 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
     }
 }
 
+/// Answers a request refused before routing, by a server-level limit, exactly as `handle` answers errors.
+pub fn refuse<B>(request: &Request<B>, error: &Error) -> (Response<Body>, Outcome) {
+    let public = error.public();
+    tracing::debug!(code = public.code, %error, "request refused");
+    let head_only = request.method() == Method::HEAD;
+    (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
+}
+
 async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response<Body>, Outcome), Error> {
     let method = request.method();
     let head_only = method == Method::HEAD;
@@ -44,17 +52,20 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     }
     // Everything after the first `?`, raw: the target's own query belongs to it.
     let query = request.uri().query().unwrap_or_default();
-    let image_request = match request.uri().path() {
+    let (image_request, signature) = match request.uri().path() {
         "/healthz" => return Ok((respond::text("ok\n", head_only), Outcome::default())),
-        "/" => ImageRequest::mirror(Target::parse(query)?),
+        "/" => (ImageRequest::mirror(Target::parse(query)?), None),
         path => match path.strip_prefix('/').and_then(|rest| rest.strip_suffix('/')) {
             Some(options) if !options.is_empty() && !options.contains('/') => {
                 let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
-                ImageRequest::parse(options, query, accept).map_err(|error: RequestError| Error::BadRequest(error))?
+                ImageRequest::parse_signed(options, query, accept)
+                    .map_err(|error: RequestError| Error::BadRequest(error))?
             }
             _ => return Err(Error::NoRoute),
         },
     };
+    // Before the cache: a signed-only server never answers an unsigned request, not even from the cache.
+    pipeline.signing().check(&image_request, signature.as_deref())?;
     let served = pipeline.get(&image_request).await?;
     let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
     Ok((respond::image(&served, head_only, request.headers()), outcome))

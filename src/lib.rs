@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod request;
 pub mod respond;
 pub mod server;
+pub mod signing;
 pub mod sniff;
 pub mod telemetry;
 pub mod transform;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Urls(args) => return mirage::warm::urls_command(&args),
         Command::Warm(args) => return runtime.block_on(mirage::warm::warm_command(args)),
+        Command::Sign(args) => return mirage::signing::sign_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

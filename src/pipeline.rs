@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::Freshness;
 use crate::request::{ImageRequest, Target, Variant};
+use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
 use crate::transform::{self, Limits};
 use crate::workers::{CpuPool, PoolError};
@@ -91,6 +92,8 @@ struct Inner {
     cpu: CpuPool,
     /// Pixel and frame limits of transforms.
     limits: Limits,
+    /// Which request signatures the server accepts (the handler checks them; off for `warm`).
+    signing: SigningPolicy,
 }
 
 /// Seconds since the Unix epoch, the clock of the cache metadata.
@@ -128,6 +131,7 @@ impl Pipeline {
                 fetch_slots: Semaphore::new(config.max_inflight_fetches),
                 cpu: CpuPool::new(config.transform.workers, config.transform.queue),
                 limits: config.transform.limits.clone(),
+                signing: config.signing.clone(),
             }),
         })
     }
@@ -135,6 +139,11 @@ impl Pipeline {
     /// The cache tiers.
     pub fn cache(&self) -> &TieredCache {
         &self.inner.cache
+    }
+
+    /// The signed-URL policy requests are checked against.
+    pub fn signing(&self) -> &SigningPolicy {
+        &self.inner.signing
     }
 
     /// Waits for queued disk writes (at shutdown).
@@ -145,6 +154,8 @@ impl Pipeline {
     /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
     /// from one coalesced fill per key.
     pub async fn get(&self, request: &ImageRequest) -> Result<Served, Error> {
+        // Host and port rules also hold for what is already cached: a newly denied host is not served.
+        self.inner.fetcher.check_host_rules(request.target.url())?;
         match &request.variant {
             None => self.get_source(&request.target).await,
             Some(variant) => {

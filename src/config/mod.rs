@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::fetch::{FetchConfig, NetworkPolicy};
+use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
 use crate::request::TransformOptions;
+use crate::signing::{SigningKey, SigningPolicy};
 use crate::transform::Limits;
 use units::{parse_duration, parse_size};
 
@@ -38,6 +39,27 @@ pub enum Command {
     Urls(UrlsArgs),
     /// Fill the cache with every image (and variant) found in articles, through a server or directly on disk.
     Warm(WarmArgs),
+    /// Print the signed path of a target URL or request path, for servers run with `--signing-key`.
+    Sign(SignArgs),
+}
+
+/// The flags of `mirage sign`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sign")]
+pub struct SignArgs {
+    /// The hex key to sign with [default: the first key of MIRAGE_SIGNING_KEY].
+    #[arg(long, value_name = "HEX", env = "MIRAGE_SIGNING_KEY", hide_env_values = true, value_parser = parse_first_key)]
+    pub key: Option<SigningKey>,
+
+    /// A target URL (`http://host/a.jpg`) or a request path (`/width=300/?http://host/a.jpg`).
+    #[arg(value_name = "URL_OR_PATH")]
+    pub input: String,
+}
+
+/// The first key of a comma-separated list (MIRAGE_SIGNING_KEY holds all keys of a rotation; new links use the
+/// first).
+fn parse_first_key(text: &str) -> Result<SigningKey, String> {
+    text.split(',').next().unwrap_or_default().parse()
 }
 
 /// Where `urls` and `warm` look for image URLs.
@@ -142,9 +164,33 @@ pub struct ServeArgs {
     #[arg(long, env = "MIRAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Largest request head (request line plus headers) read from a client; a bigger one gets 431 and the
+    /// connection is closed. At least 8KiB.
+    #[arg(long, env = "MIRAGE_MAX_REQUEST_BYTES", default_value = "16KiB", value_parser = parse_size)]
+    pub max_request_bytes: u64,
+
+    /// Longest request URI (path and query, i.e. options plus target URL); a longer one gets 414.
+    #[arg(long, env = "MIRAGE_MAX_URI_BYTES", default_value = "8KiB", value_parser = parse_size)]
+    pub max_uri_bytes: u64,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// A hex key (at least 32 hex digits) that verifies signed URLs; repeat it (or comma-separate in the
+    /// environment) to rotate keys: any listed key verifies, and a `sig` that none verifies gets 403.
+    #[arg(
+        long = "signing-key",
+        value_name = "HEX",
+        env = "MIRAGE_SIGNING_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub signing_keys: Vec<SigningKey>,
+
+    /// Refuse (403) requests without a valid `sig`; needs at least one --signing-key.
+    #[arg(long, env = "MIRAGE_REQUIRE_SIGNATURE")]
+    pub require_signature: bool,
 
     /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -223,10 +269,34 @@ pub struct PipelineArgs {
     #[arg(long = "allow-net", value_name = "CIDR", env = "MIRAGE_ALLOW_NET", value_delimiter = ',')]
     pub allow_net: Vec<ipnet::IpNet>,
 
+    /// Fetch only from hosts matching a pattern: a name (`static.1sapp.com`), `*.1sapp.com` for its subdomains
+    /// at any depth (not `1sapp.com` itself), or an IP literal. Case-insensitive, IDNA-normalised, trailing dot
+    /// ignored. Repeatable; applies to every redirect hop; others get 403.
+    #[arg(long = "allow-host", value_name = "PATTERN", env = "MIRAGE_ALLOW_HOST", value_delimiter = ',')]
+    pub allow_host: Vec<HostPattern>,
+
+    /// Never fetch from hosts matching a pattern (same syntax as --allow-host; wins over it). Repeatable.
+    #[arg(long = "deny-host", value_name = "PATTERN", env = "MIRAGE_DENY_HOST", value_delimiter = ',')]
+    pub deny_host: Vec<HostPattern>,
+
+    /// Fetch only from these ports (repeatable; a URL without a port counts as 80 for http, 443 for https)
+    /// [default: any port].
+    #[arg(long = "allow-port", value_name = "PORT", env = "MIRAGE_ALLOW_PORT", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub allow_port: Vec<u16>,
+
     /// Largest source image, in pixels (width x height, e.g. 50M), that will be decoded for a transform; larger
     /// sources get 413 before a single pixel is decoded.
     #[arg(long, env = "MIRAGE_MAX_SOURCE_PIXELS", default_value = "50M", value_parser = parse_size)]
     pub max_source_pixels: u64,
+
+    /// Largest output image, in pixels (width x height); a request for more gets 413 before decoding.
+    #[arg(long, env = "MIRAGE_MAX_OUTPUT_PIXELS", default_value = "64MiB", value_parser = parse_size)]
+    pub max_output_pixels: u64,
+
+    /// Most frames an animated GIF may have to be transformed as an animation; more gets 413.
+    #[arg(long, env = "MIRAGE_MAX_FRAMES", default_value_t = 1000)]
+    pub max_frames: u32,
 
     /// Images decoded, resized and encoded at once [default: the number of CPU cores].
     #[arg(long, env = "MIRAGE_TRANSFORM_WORKERS")]
@@ -289,6 +359,8 @@ pub struct PipelineConfig {
     pub transform: TransformConfig,
     /// Upstream fetches in flight at once.
     pub max_inflight_fetches: usize,
+    /// Signed URLs: which keys verify and whether a signature is required (`serve` only; off otherwise).
+    pub signing: SigningPolicy,
 }
 
 /// The validated configuration of the service.
@@ -298,8 +370,12 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Client connections at once.
     pub max_connections: usize,
-    /// Time limit for reading a request's headers.
+    /// Time limit for reading a request's headers (also bounds idle keep-alive and silent connections).
     pub header_read_timeout: Duration,
+    /// Largest request head in bytes (hyper's read buffer): over it, 431.
+    pub max_request_bytes: usize,
+    /// Longest request URI in bytes: over it, 414.
+    pub max_uri_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
 }
@@ -310,10 +386,26 @@ impl ServeArgs {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
+        // hyper refuses (panics on) read buffers under 8 KiB.
+        const MIN_REQUEST_BYTES: u64 = 8 * 1024;
+        if self.max_request_bytes < MIN_REQUEST_BYTES {
+            return Err("--max-request-bytes must be at least 8KiB".into());
+        }
+        let max_request_bytes = usize::try_from(self.max_request_bytes.min(u64::from(u32::MAX))).unwrap_or(usize::MAX);
+        if self.max_uri_bytes == 0 {
+            return Err("--max-uri-bytes must be at least 1".into());
+        }
+        if self.require_signature && self.signing_keys.is_empty() {
+            return Err("--require-signature needs at least one --signing-key".into());
+        }
+        let mut pipeline = self.pipeline.into_config()?;
+        pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
         Ok(Config {
-            pipeline: self.pipeline.into_config()?,
+            pipeline,
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
+            max_request_bytes,
+            max_uri_bytes: usize::try_from(self.max_uri_bytes).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
         })
     }
@@ -329,6 +421,8 @@ impl PipelineArgs {
             ("--max-inflight-fetches", self.max_inflight_fetches as u64),
             ("--transform-workers", self.transform_workers.map_or(1, |workers| workers as u64)),
             ("--max-source-pixels", self.max_source_pixels),
+            ("--max-output-pixels", self.max_output_pixels),
+            ("--max-frames", u64::from(self.max_frames)),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be at least 1"));
@@ -354,6 +448,8 @@ impl PipelineArgs {
                 max_body_bytes: self.max_source_bytes,
                 max_redirects: self.max_redirects,
                 network: NetworkPolicy { allow_private: self.allow_private_networks, allow_nets: self.allow_net },
+                hosts: HostRules { allow: self.allow_host, deny: self.deny_host, ports: self.allow_port },
+                name_lookup: std::sync::Arc::new(crate::fetch::SystemLookup),
             },
             freshness: FreshnessPolicy {
                 min_ttl: self.min_ttl,
@@ -363,13 +459,18 @@ impl PipelineArgs {
                 negative_ttl: self.negative_ttl,
             },
             transform: TransformConfig {
-                limits: Limits { max_source_pixels: self.max_source_pixels, ..Limits::default() },
+                limits: Limits {
+                    max_source_pixels: self.max_source_pixels,
+                    max_output_pixels: self.max_output_pixels,
+                    max_frames: self.max_frames,
+                },
                 workers: self
                     .transform_workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)),
                 queue: self.transform_queue,
             },
             max_inflight_fetches: self.max_inflight_fetches,
+            signing: SigningPolicy::default(),
         })
     }
 }

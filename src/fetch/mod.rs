@@ -5,6 +5,7 @@
 //! resolver so the connection goes to exactly the checked addresses), redirects are followed by hand so each hop
 //! is checked again, no proxy from the environment is used, and no client header is ever forwarded.
 
+mod hostrules;
 mod netpolicy;
 mod resolver;
 #[cfg(test)]
@@ -19,8 +20,10 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use url::Url;
 
+pub use hostrules::{HostPattern, HostRefusal, HostRules, PatternError};
 pub use netpolicy::{ForbiddenAddress, NetworkPolicy};
 use resolver::PolicyResolver;
+pub use resolver::{LookupFuture, NameLookup, SystemLookup};
 
 /// What a browser sends for an `<img>`: some origins choose the format by it.
 const ACCEPT_IMAGES: &str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
@@ -40,6 +43,11 @@ pub struct FetchConfig {
     pub max_redirects: usize,
     /// Which addresses may be contacted.
     pub network: NetworkPolicy,
+    /// Which hosts and ports may be fetched (`--allow-host`, `--deny-host`, `--allow-port`), checked on every hop.
+    pub hosts: HostRules,
+    /// How host names become addresses (checked against `network` before any connection): the system
+    /// resolver unless a test plays DNS.
+    pub name_lookup: Arc<dyn NameLookup>,
 }
 
 impl Default for FetchConfig {
@@ -51,6 +59,8 @@ impl Default for FetchConfig {
             max_body_bytes: 25 * 1024 * 1024,
             max_redirects: 5,
             network: NetworkPolicy::default(),
+            hosts: HostRules::default(),
+            name_lookup: Arc::new(SystemLookup),
         }
     }
 }
@@ -145,6 +155,9 @@ pub enum FetchError {
     /// More redirects than allowed; carries the limit.
     #[error("upstream redirected more than {0} times")]
     TooManyRedirects(usize),
+    /// The target or a redirect hop is refused by the operator's host or port rules.
+    #[error(transparent)]
+    HostRule(#[from] HostRefusal),
     /// A redirect without a usable `Location`.
     #[error("bad redirect from upstream: {0}")]
     BadRedirect(String),
@@ -174,7 +187,7 @@ impl Fetcher {
         // reqwest is built without a default crypto provider and panics without one; `main` installs it too, and
         // a second install only reports "already installed", which is fine to ignore.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let resolver = PolicyResolver::new(Arc::new(config.network.clone()));
+        let resolver = PolicyResolver::with_lookup(Arc::new(config.network.clone()), config.name_lookup.clone());
         let user_agent = HeaderValue::from_str(&config.user_agent)
             .map_err(|_| FetchBuildError("user agent is not a valid header value".to_owned()))?;
         let client = reqwest::Client::builder()
@@ -198,6 +211,12 @@ impl Fetcher {
         &self.config
     }
 
+    /// Checks `url` against the host and port rules only (no I/O): lets callers refuse a target before even
+    /// looking in the cache, so a host denied after its images were cached is no longer served.
+    pub fn check_host_rules(&self, url: &Url) -> Result<(), FetchError> {
+        Ok(self.config.hosts.check(url)?)
+    }
+
     /// Fetches `url`, following redirects; with `validators`, asks conditionally and may get `NotModified`.
     pub async fn fetch(&self, url: &Url, validators: Option<&Validators>) -> Result<Fetched, FetchError> {
         tokio::time::timeout(self.config.total_timeout, self.fetch_hops(url, validators))
@@ -214,6 +233,7 @@ impl Fetcher {
             // redirect) are never sent upstream, nor kept in `final_url`.
             strip_credentials(&mut current);
             self.check_target(&current, redirects > 0)?;
+            self.config.hosts.check(&current)?;
             let response = self.send(&current, validators).await?;
             let status = response.status().as_u16();
             match status {

@@ -1,7 +1,10 @@
 //! A DNS resolver for reqwest that refuses names resolving to forbidden addresses (DNS pinning).
 
+use std::fmt;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -17,17 +20,52 @@ use super::netpolicy::NetworkPolicy;
 #[derive(Debug, Clone)]
 pub struct PolicyResolver {
     policy: Arc<NetworkPolicy>,
+    lookup: Arc<dyn NameLookup>,
+}
+
+/// The future a [`NameLookup`] returns.
+pub type LookupFuture = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
+
+/// Turns a host name into addresses. The system resolver ([`SystemLookup`]) in production; the seam exists so
+/// tests can play a DNS server that answers differently each time (DNS rebinding) without any real DNS.
+pub trait NameLookup: fmt::Debug + Send + Sync {
+    /// All addresses of `host`, in the order to try them.
+    fn lookup(&self, host: &str) -> LookupFuture;
+}
+
+/// The system resolver (getaddrinfo, via tokio's blocking pool).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemLookup;
+
+impl NameLookup for SystemLookup {
+    fn lookup(&self, host: &str) -> LookupFuture {
+        let host = host.to_owned();
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect()) })
+    }
 }
 
 impl PolicyResolver {
-    /// A resolver enforcing `policy`.
-    pub fn new(policy: Arc<NetworkPolicy>) -> Self {
-        Self { policy }
+    /// A resolver enforcing `policy` on what `lookup` answers.
+    pub fn with_lookup(policy: Arc<NetworkPolicy>, lookup: Arc<dyn NameLookup>) -> Self {
+        Self { policy, lookup }
     }
 
-    /// Resolves `host` and checks every address; the port of the returned addresses is 0 (reqwest fills it in).
+    /// Resolves `host` once and checks every address; the port of the returned addresses is 0 (reqwest fills
+    /// it in). The addresses returned are the only ones reqwest will connect to.
     pub async fn resolve_checked(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await.map_err(ResolveError::Lookup)?.collect();
+        // RFC 6761: `localhost`, `localhost.` and every name under it mean this machine, whatever the resolver
+        // says about them (or fails to say): judge them as loopback before asking.
+        if is_localhost_name(host) {
+            self.policy.check(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))?;
+        }
+        let addrs: Vec<SocketAddr> = self
+            .lookup
+            .lookup(host)
+            .await
+            .map_err(ResolveError::Lookup)?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 0))
+            .collect();
         if addrs.is_empty() {
             return Err(ResolveError::Lookup(io::Error::new(io::ErrorKind::NotFound, "name resolved to no addresses")));
         }
@@ -36,6 +74,12 @@ impl PolicyResolver {
         }
         Ok(addrs)
     }
+}
+
+/// Whether `host` is `localhost` or a name under it, with or without the root's trailing dot.
+fn is_localhost_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Why a name could not be turned into addresses that may be contacted.
@@ -69,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn localhost_is_refused_by_default() {
-        let resolver = PolicyResolver::new(Arc::new(NetworkPolicy::default()));
+        let resolver = PolicyResolver::with_lookup(Arc::new(NetworkPolicy::default()), Arc::new(SystemLookup));
         let err = resolver.resolve_checked("localhost").await.expect_err("must refuse");
         match err {
             ResolveError::Forbidden(f) => assert_eq!(f.reason, "loopback"),
@@ -78,9 +122,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn names_under_localhost_are_loopback_whatever_dns_says() {
+        #[derive(Debug)]
+        struct NoDns;
+        impl NameLookup for NoDns {
+            fn lookup(&self, _: &str) -> LookupFuture {
+                Box::pin(async { Err(io::Error::new(io::ErrorKind::NotFound, "no DNS here")) })
+            }
+        }
+        let resolver = PolicyResolver::with_lookup(Arc::new(NetworkPolicy::default()), Arc::new(NoDns));
+        for name in ["localhost.", "LocalHost", "a.localhost", "x.y.localhost."] {
+            match resolver.resolve_checked(name).await {
+                Err(ResolveError::Forbidden(f)) => assert_eq!(f.reason, "loopback", "{name}"),
+                other => panic!("{name}: expected Forbidden, got {other:?}"),
+            }
+        }
+        assert!(matches!(resolver.resolve_checked("notlocalhost").await, Err(ResolveError::Lookup(_))));
+    }
+
+    #[tokio::test]
     async fn localhost_is_returned_when_allowed() {
         let policy = NetworkPolicy { allow_private: true, allow_nets: vec![] };
-        let resolver = PolicyResolver::new(Arc::new(policy));
+        let resolver = PolicyResolver::with_lookup(Arc::new(policy), Arc::new(SystemLookup));
         let addrs = resolver.resolve_checked("localhost").await.expect("resolves");
         assert!(!addrs.is_empty());
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
@@ -88,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn trait_error_downcasts_to_forbidden_address() {
-        let resolver = PolicyResolver::new(Arc::new(NetworkPolicy::default()));
+        let resolver = PolicyResolver::with_lookup(Arc::new(NetworkPolicy::default()), Arc::new(SystemLookup));
         let name: Name = "localhost".parse().expect("valid name");
         let err = match Resolve::resolve(&resolver, name).await {
             Ok(_) => panic!("must refuse"),

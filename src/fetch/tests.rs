@@ -151,6 +151,8 @@ fn config(network: NetworkPolicy) -> FetchConfig {
         max_body_bytes: 1024 * 1024,
         max_redirects: 5,
         network,
+        name_lookup: Arc::new(SystemLookup),
+        hosts: HostRules::default(),
     }
 }
 

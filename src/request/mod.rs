@@ -13,6 +13,9 @@ use percent_encoding::percent_decode_str;
 
 use crate::transform::AcceptClass;
 
+/// The options key that carries a URL signature (see `crate::signing`); never a transform option.
+pub const SIGNATURE_KEY: &str = "sig";
+
 /// What one image request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRequest {
@@ -64,13 +67,56 @@ impl ImageRequest {
     pub fn parse(options_segment: &str, query: &str, accept: Option<&str>) -> Result<ImageRequest, RequestError> {
         let segment = percent_decode_str(options_segment).decode_utf8().map_err(|_| RequestError::OptionsEncoding)?;
         let options = TransformOptions::parse(&segment)?;
-        let target = Target::parse(query)?;
+        Ok(ImageRequest::from_options(options, Target::parse(query)?, accept))
+    }
+
+    /// The request for `options` on `target`; options that change nothing make a mirror.
+    fn from_options(options: TransformOptions, target: Target, accept: Option<&str>) -> ImageRequest {
         if options.canonical().is_empty() {
-            return Ok(ImageRequest::mirror(target));
+            return ImageRequest::mirror(target);
         }
         let accepts =
             if options.format == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
-        Ok(ImageRequest { target, variant: Some(Variant { options, accepts }) })
+        ImageRequest { target, variant: Some(Variant { options, accepts }) }
+    }
+
+    /// Parses like [`ImageRequest::parse`], but first takes the signature out of the options: `sig=XXXX` anywhere
+    /// in the list (`/sig=XXXX,width=300/?{target}`, or `/sig=XXXX/?{target}` for a signed mirror). The signature
+    /// is returned as written, apart from the request: it is not an option and never part of the cache key.
+    pub fn parse_signed(
+        options_segment: &str,
+        query: &str,
+        accept: Option<&str>,
+    ) -> Result<(ImageRequest, Option<String>), RequestError> {
+        let segment = percent_decode_str(options_segment).decode_utf8().map_err(|_| RequestError::OptionsEncoding)?;
+        let mut signature = None;
+        let mut rest: Vec<&str> = Vec::new();
+        for pair in segment.split(',') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !key.trim().eq_ignore_ascii_case(SIGNATURE_KEY) {
+                rest.push(pair);
+                continue;
+            }
+            if signature.is_some() {
+                return Err(OptionsError::Duplicate { key: SIGNATURE_KEY }.into());
+            }
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(
+                    OptionsError::MissingValue { key: SIGNATURE_KEY, example: "sig=<base64url HMAC-SHA256>" }.into()
+                );
+            }
+            signature = Some(value.to_owned());
+        }
+        let options = TransformOptions::parse(&rest.join(","))?;
+        Ok((ImageRequest::from_options(options, Target::parse(query)?, accept), signature))
+    }
+
+    /// The text a signature covers: the canonical options (empty for a mirror), `/?`, and the canonical target.
+    /// Equivalent spellings of one request (aliases, `dpr`, percent-encoding of the target) sign alike.
+    pub fn signing_message(&self) -> String {
+        let options = self.variant.as_ref().map(|variant| variant.options.canonical()).unwrap_or_default();
+        format!("{options}/?{}", self.target.canonical())
     }
 
     /// The cache key of the upstream original. Every spelling of one URL gives the same key.

@@ -1,0 +1,96 @@
+//! Property tests of the untrusted-input parsers, in the normal suite (few cases, so they stay fast; the
+//! cargo-fuzz targets under fuzz/ go further).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use mirage::fetch::NetworkPolicy;
+use mirage::request::{ImageRequest, Target};
+use mirage::transform::probe;
+use proptest::prelude::*;
+
+/// Text shaped like targets: schemes, hosts in odd spellings, userinfo, ports, escapes.
+fn target_like() -> impl Strategy<Value = String> {
+    let scheme = prop_oneof![
+        Just(""),
+        Just("http://"),
+        Just("https://"),
+        Just("HTTP://"),
+        Just("http%3A%2F%2F"),
+        Just("ftp://")
+    ];
+    let host = prop_oneof![
+        Just("example.com".to_owned()),
+        Just("127.0.0.1".to_owned()),
+        Just("[::1]".to_owned()),
+        Just("0x7f.1".to_owned()),
+        Just("user:pw@host".to_owned()),
+        "[a-z0-9.%-]{0,12}",
+    ];
+    let rest = "[a-zA-Z0-9/?&=#%:@.\\[\\]_ -]{0,24}";
+    (scheme, host, rest).prop_map(|(s, h, r)| format!("{s}{h}{r}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn target_parse_never_panics_and_canonical_targets_reparse_to_themselves(raw in prop_oneof![target_like(), "\\PC{0,40}"]) {
+        if let Ok(target) = Target::parse(&raw) {
+            prop_assert!(matches!(target.url().scheme(), "http" | "https"));
+            prop_assert!(target.url().host().is_some());
+            let again = Target::parse(target.canonical());
+            prop_assert_eq!(again.as_ref().map(Target::canonical), Ok(target.canonical()));
+        }
+    }
+
+    #[test]
+    fn image_request_parse_never_panics(options in "[a-z=,0-9.%-]{0,30}", raw in target_like(), accept in proptest::option::of("[a-z/*,;=.0-9]{0,20}")) {
+        let _ = ImageRequest::parse(&options, &raw, accept.as_deref());
+    }
+
+    #[test]
+    fn probe_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(info) = probe(&bytes) {
+            prop_assert!(info.width > 0 && info.height > 0);
+        }
+    }
+
+    #[test]
+    fn probe_never_panics_on_mangled_image_headers(
+        magic in prop_oneof![
+            Just(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec()),
+            Just(b"GIF89a".to_vec()),
+            Just(b"\xff\xd8\xff".to_vec()),
+            Just(b"RIFF\0\0\0\0WEBPVP8X".to_vec()),
+        ],
+        tail in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let mut bytes = magic;
+        bytes.extend(tail);
+        let _ = probe(&bytes);
+    }
+
+    /// The IPv4-mapped form of an address is judged exactly like the address itself.
+    #[test]
+    fn mapped_ipv6_is_judged_like_its_ipv4(octets in any::<[u8; 4]>()) {
+        let policy = NetworkPolicy::default();
+        let v4 = Ipv4Addr::from(octets);
+        let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+        prop_assert_eq!(policy.check(IpAddr::V4(v4)).is_ok(), policy.check(mapped).is_ok(), "{}", v4);
+    }
+
+    /// Nothing in loopback, RFC 1918, link-local or CGNAT is ever allowed by default.
+    #[test]
+    fn internal_ranges_are_always_refused(low in any::<u16>(), pick in 0usize..6) {
+        let [x, y] = low.to_be_bytes();
+        let ip = match pick {
+            0 => Ipv4Addr::new(127, x, y, 1),
+            1 => Ipv4Addr::new(10, x, y, 1),
+            2 => Ipv4Addr::new(172, 16 + (x % 16), y, 1),
+            3 => Ipv4Addr::new(192, 168, x, y),
+            4 => Ipv4Addr::new(169, 254, x, y),
+            _ => Ipv4Addr::new(100, 64 + (x % 64), y, 1),
+        };
+        prop_assert!(NetworkPolicy::default().check(IpAddr::V4(ip)).is_err(), "{}", ip);
+    }
+}
