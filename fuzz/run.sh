@@ -24,14 +24,15 @@ fi
 
 # Seed the decode corpus with the test fixtures (real images mutate into interesting ones much faster).
 mkdir -p fuzz/corpus/decode fuzz/corpus/parse_request
-for f in tests/fixtures/*.jpg ../tests/fixtures/*.png ../tests/fixtures/*.gif ../tests/fixtures/*.webp; do
+for f in tests/fixtures/*.jpg tests/fixtures/*.png tests/fixtures/*.gif tests/fixtures/*.webp; do
     [ -f "$f" ] && cp -n "$f" fuzz/corpus/decode/ 2>/dev/null || true
 done
 printf 'w=300,h=200,fit=cover,format=webp\nhttps://example.com/a.jpg?x=1\nimage/webp,*/*' > fuzz/corpus/parse_request/seed-1
 printf 'width=10,q=50\nhttps%%3A%%2F%%2Fexample.com%%2Fb.png\n' > fuzz/corpus/parse_request/seed-2
 
 # Build once (release + ASan), then run the binaries directly: `cargo fuzz run` may rebuild with other flags.
-cargo "${toolchain[@]}" fuzz build -O "${targets[@]}"
+# (`cargo fuzz build` takes at most one target: build them all.)
+cargo "${toolchain[@]}" fuzz build -O
 bin="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 for target in "${targets[@]}"; do
     echo "== fuzzing $target for ${seconds}s"
