@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -33,21 +33,18 @@ pub async fn serve_with(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper has no timer of its own: without one, header_read_timeout (slowloris protection) is inert.
-    // The header read timeout also restarts after every response, so it bounds idle keep-alive connections too.
-    // The read buffer bounds a request head: past it, hyper answers 431 itself.
+    // HTTP/1.1 only. Browsers speak HTTP/2 only over TLS and CDNs fetch from origins over HTTP/1.1, so cleartext
+    // HTTP/2 (h2c) would serve nobody, and its server has no idle timeout: a client answering pings without ever
+    // sending a request would hold a connection slot forever.
+    let mut builder = http1::Builder::new();
+    // hyper has no timer of its own: without one, header_read_timeout (slowloris protection) is inert. The timeout
+    // runs from the moment a connection is polled and restarts after every response, so it bounds silent
+    // clients and idle keep-alive connections too. The read buffer bounds a request head: past it, hyper answers
+    // 431 itself.
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_request_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_header_list_size(u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connection_slots = Arc::new(Semaphore::new(config.max_connections));
     if let Ok(address) = listener.local_addr() {
@@ -99,17 +96,9 @@ pub async fn serve_with(
                 Ok::<_, Infallible>(response)
             }
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let header_read_timeout = config.header_read_timeout;
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if !first_bytes_in_time(&stream, header_read_timeout).await {
-                tracing::debug!(%peer, "client sent no request in time");
-                drop(slot);
-                return;
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
             drop(slot);
@@ -122,26 +111,4 @@ pub async fn serve_with(
     }
     pipeline.flush().await;
     tracing::info!("stopped");
-}
-
-/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2; `false` if it sent nothing in `limit` or
-/// went away.
-///
-/// hyper-util's auto builder reads those first bytes with no time limit, and hyper's header read timeout only
-/// starts after them: without this, a client that connects and stays silent (or sends part of the HTTP/2
-/// preface) would hold a connection slot forever.
-async fn first_bytes_in_time(stream: &TcpStream, limit: Duration) -> bool {
-    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let decided = async {
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => return true,
-                // Part of the HTTP/2 preface: peeking again would return the same bytes at once.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    };
-    tokio::time::timeout(limit, decided).await.unwrap_or(false)
 }
