@@ -4,7 +4,7 @@ use http::{Method, Request, Response};
 
 use crate::error::Error;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{ImageRequest, RequestError, Target};
+use crate::request::{ImageRequest, Target};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -58,8 +58,7 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
         path => match path.strip_prefix('/').and_then(|rest| rest.strip_suffix('/')) {
             Some(options) if !options.is_empty() && !options.contains('/') => {
                 let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
-                ImageRequest::parse_signed(options, query, accept)
-                    .map_err(|error: RequestError| Error::BadRequest(error))?
+                ImageRequest::parse_signed(options, query, accept)?
             }
             _ => return Err(Error::NoRoute),
         },

@@ -98,7 +98,7 @@ struct Inner {
 
 /// Seconds since the Unix epoch, the clock of the cache metadata.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    seconds(SystemTime::now())
 }
 
 impl Pipeline {

@@ -51,7 +51,7 @@ async fn target_query_string_reaches_upstream_unchanged() {
     let reply = get(&client(), &proxy.url(&upstream.url("/a.jpg?x=1&y=2"))).await;
     assert_eq!(reply.status, 200);
     assert!(reply.body == photo());
-    let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.path_and_query).collect();
+    let seen = upstream.seen_paths();
     assert_eq!(seen, ["/a.jpg?x=1&y=2"]);
     proxy.stop().await;
 }
@@ -77,7 +77,7 @@ async fn raw_percent_encoded_and_double_encoded_targets_share_one_entry() {
         assert!(reply.body == photo(), "{spelling}");
     }
     assert_eq!(upstream.hits("/a.jpg"), 1);
-    let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.path_and_query).collect();
+    let seen = upstream.seen_paths();
     assert_eq!(seen, ["/a.jpg"]);
     proxy.stop().await;
 }

@@ -265,6 +265,11 @@ impl Upstream {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// The path and query of every request received, in order.
+    pub fn seen_paths(&self) -> Vec<String> {
+        self.seen().into_iter().map(|seen| seen.path_and_query).collect()
+    }
+
     /// Requests received in total.
     pub fn total_hits(&self) -> usize {
         self.state.seen.lock().unwrap().len()
@@ -417,43 +422,32 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Reply {
 // Disk
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Every cache entry file under `dir`: files named by 64 hex characters, at any depth.
-pub fn entry_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                found.push(path);
-            }
+            if path.is_dir() { pending.push(path) } else { found.push(path) }
         }
     }
     found.sort();
     found
 }
 
+/// Every cache entry file under `dir`: files named by 64 hex characters, at any depth.
+pub fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    let is_entry = |path: &PathBuf| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    files_under(dir).into_iter().filter(is_entry).collect()
+}
+
 /// Total size of every file under `dir`.
 pub fn total_file_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                total += entry.metadata().map_or(0, |m| m.len());
-            }
-        }
-    }
-    total
+    files_under(dir).iter().map(|path| std::fs::metadata(path).map_or(0, |m| m.len())).sum()
 }
