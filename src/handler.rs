@@ -2,7 +2,7 @@
 
 use http::{Method, Request, Response};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::pipeline::{CacheStatus, Pipeline};
 use crate::request::{ImageRequest, Target};
 use crate::respond::{self, Body};
@@ -13,7 +13,7 @@ pub struct Outcome {
     /// Where the image came from, when there was one.
     pub cache_status: Option<CacheStatus>,
     /// The stable code of the error, when there was one.
-    pub error_code: Option<&'static str>,
+    pub error_code: Option<ErrorCode>,
 }
 
 /// Answers one request. Never fails: every error becomes a response here.
@@ -24,9 +24,9 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
         Err(error) => {
             let public = error.public();
             if public.status.is_server_error() {
-                tracing::error!(code = public.code, %error, "request failed");
+                tracing::error!(code = public.code.as_str(), %error, "request failed");
             } else {
-                tracing::debug!(code = public.code, %error, "request refused");
+                tracing::debug!(code = public.code.as_str(), %error, "request refused");
             }
             (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
         }
@@ -36,7 +36,7 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
 /// Answers a request refused before routing, by a server-level limit, exactly as `handle` answers errors.
 pub fn refuse<B>(request: &Request<B>, error: &Error) -> (Response<Body>, Outcome) {
     let public = error.public();
-    tracing::debug!(code = public.code, %error, "request refused");
+    tracing::debug!(code = public.code.as_str(), %error, "request refused");
     let head_only = request.method() == Method::HEAD;
     (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::handler;
 use crate::pipeline::Pipeline;
 
@@ -87,7 +87,7 @@ pub async fn serve_with(
                     path = %request.uri(),
                     status = response.status().as_u16(),
                     x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
-                    error = outcome.error_code.unwrap_or("-"),
+                    error = outcome.error_code.map_or("-", ErrorCode::as_str),
                     bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0),
                     ms = started.elapsed().as_secs_f64() * 1000.0,
                     %peer,

@@ -253,6 +253,7 @@ async fn redirect_to_a_forbidden_address_is_403_without_connecting() {
     let proxy = Proxy::start(&["--cache-dir", dir.path().to_str().unwrap(), "--allow-net", "127.0.0.1/32"]).await;
     let reply = get(&client(), &proxy.url(&upstream.url("/jump"))).await;
     assert_plain_error(&reply, 403);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("127.0.0.2"), "address disclosed: {:?}", reply.body);
     assert_eq!(upstream.hits("/jump"), 1, "the allowed first hop was not fetched");
     assert_eq!(forbidden.connections(), 0, "the proxy connected to 127.0.0.2");
     proxy.stop().await;

@@ -59,7 +59,7 @@ async fn allow_host_exact_name_ignores_case_and_trailing_dot() {
     let by_ip = get(&client, &proxy.url(&url_via(&upstream, "127.0.0.1", "/other.jpg"))).await;
     assert_refused(&by_ip, 403, "not in the server's allowed hosts", "IP literal");
     let unlisted = get(&client, &proxy.url(&url_via(&upstream, "evil.example", IMAGE))).await;
-    assert_refused(&unlisted, 403, "evil.example", "unlisted name");
+    assert_refused(&unlisted, 403, "not in the server's allowed hosts", "unlisted name");
     assert_eq!(upstream.connections(), 1, "refused targets must not be contacted");
     assert_eq!(upstream.hits("/other.jpg"), 0);
     proxy.stop().await;
@@ -187,7 +187,9 @@ async fn redirect_to_a_host_not_allowed_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::local(dir.path(), &["--allow-host", "localhost"]).await;
     let reply = get(&client(), &proxy.url(&url_via(&first, "localhost", "/r.jpg"))).await;
-    assert_refused(&reply, 403, "127.0.0.1 is not in the server's allowed hosts", "redirect hop");
+    assert_refused(&reply, 403, "not in the server's allowed hosts", "redirect hop");
+    // The hop's host comes from upstream's `Location`: it is logged, not shown.
+    assert!(!String::from_utf8_lossy(&reply.body).contains("127.0.0.1"), "{:?}", reply.body);
     assert_eq!(first.hits("/r.jpg"), 1);
     assert_eq!(second.connections(), 0, "the redirect's host must never be contacted");
     proxy.stop().await;
@@ -205,7 +207,7 @@ async fn allow_port_restricts_targets_and_redirect_hops() {
     // Only the default ports: a URL naming another port is refused, however it is spelled.
     let web_only = Proxy::local(dir.path(), &["--allow-port", "80", "--allow-port", "443"]).await;
     let reply = get(&client, &web_only.url(&second.url(IMAGE))).await;
-    assert_refused(&reply, 403, &format!("port {} is not allowed", second.addr.port()), "non-default port");
+    assert_refused(&reply, 403, "target port is not allowed", "non-default port");
     assert_eq!(second.connections(), 0);
     web_only.stop().await;
 

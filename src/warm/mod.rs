@@ -139,7 +139,7 @@ pub async fn warm_command(args: WarmArgs) -> ExitCode {
     for found in &extraction.urls {
         match crate::request::Target::parse(&found.url) {
             Ok(target) => units.push(Unit { url: found.url.clone(), target }),
-            Err(_) => tally.failed("bad_target", &found.url, entries_per_url),
+            Err(_) => tally.failed(crate::error::ErrorCode::BadTarget.into(), &found.url, entries_per_url),
         }
     }
     let urls = extraction.urls.len() as u64;

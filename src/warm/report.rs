@@ -2,7 +2,7 @@
 //! (plain text on stdout, JSON with `--report FILE`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::error::ErrorCode;
+
 /// URLs kept per failure reason in the report: enough to start investigating, not a dump of the whole blog.
 pub const URLS_PER_REASON: usize = 5;
 
@@ -21,6 +23,60 @@ const LINE_EVERY: Duration = Duration::from_secs(2);
 /// How often the progress bar is redrawn.
 const BAR_EVERY: Duration = Duration::from_millis(150);
 
+/// Why an entry could not be warmed: what the report groups failures by. Shown as stable snake_case strings
+/// (the report's JSON keys), the server's own error codes among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The server's own error code: every failure in cache-dir mode, and in server mode a status that has one
+    /// meaning in the server's status table.
+    Code(ErrorCode),
+    /// Server mode: a 400 (a bad target or bad options).
+    BadRequest,
+    /// Server mode: a 413 (one of the size limits).
+    TooLarge,
+    /// Server mode: a 502 (upstream failed in one of several ways).
+    UpstreamError,
+    /// Server mode: another HTTP error status.
+    HttpStatus(u16),
+    /// Server mode: the server did not answer in time.
+    ServerTimeout,
+    /// Server mode: the server could not be reached.
+    ServerUnreachable,
+    /// Server mode: the answer broke off, or another client error.
+    ServerError,
+    /// Upstream failed and an expired copy answered: the cache was not refreshed.
+    Stale,
+    /// Upstream said `no-store`: served, but nothing was kept.
+    NotCacheable,
+    /// Counted as warmed or cached, but not on disk after the final flush (a full disk, or a cache too small).
+    NotStored,
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            FailureReason::Code(code) => code.as_str(),
+            FailureReason::BadRequest => "bad_request",
+            FailureReason::TooLarge => "too_large",
+            FailureReason::UpstreamError => "upstream_error",
+            FailureReason::HttpStatus(status) => return write!(f, "http_{status}"),
+            FailureReason::ServerTimeout => "server_timeout",
+            FailureReason::ServerUnreachable => "server_unreachable",
+            FailureReason::ServerError => "server_error",
+            FailureReason::Stale => "stale",
+            FailureReason::NotCacheable => "not_cacheable",
+            FailureReason::NotStored => "not_stored",
+        };
+        f.write_str(text)
+    }
+}
+
+impl From<ErrorCode> for FailureReason {
+    fn from(code: ErrorCode) -> FailureReason {
+        FailureReason::Code(code)
+    }
+}
+
 /// Counters updated by the warm workers as jobs end. Shared; every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -28,7 +84,8 @@ pub struct Tally {
     cached: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
-    // A std Mutex: held for a map update, never across an await.
+    // A std Mutex: held for a map update, never across an await. Keyed by the reason's text: the report lists
+    // reasons in that order.
     failures: Mutex<BTreeMap<String, FailureGroup>>,
 }
 
@@ -73,14 +130,14 @@ impl Tally {
         self.cached.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `jobs` entries of `url` failed for `reason` (a stable code such as `upstream_not_found`).
-    pub fn failed(&self, reason: &str, url: &str, jobs: u64) {
+    /// `jobs` entries of `url` failed for `reason`.
+    pub fn failed(&self, reason: FailureReason, url: &str, jobs: u64) {
         if jobs == 0 {
             return;
         }
         self.failed.fetch_add(jobs, Ordering::Relaxed);
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let group = failures.entry(reason.to_owned()).or_insert_with(|| FailureGroup { jobs: 0, urls: Vec::new() });
+        let group = failures.entry(reason.to_string()).or_insert_with(|| FailureGroup { jobs: 0, urls: Vec::new() });
         group.jobs += jobs;
         if group.urls.len() < URLS_PER_REASON && !group.urls.iter().any(|seen| seen == url) {
             group.urls.push(url.to_owned());
@@ -88,7 +145,7 @@ impl Tally {
     }
 
     /// Turns a success counted earlier into a failure (an entry that did not reach the disk after all).
-    pub fn demote(&self, was_warmed: bool, bytes: u64, reason: &str, url: &str) {
+    pub fn demote(&self, was_warmed: bool, bytes: u64, reason: FailureReason, url: &str) {
         if was_warmed {
             self.warmed.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -134,7 +191,7 @@ pub struct Report {
     pub elapsed_seconds: f64,
     /// Whether SIGINT/SIGTERM cut the run short.
     pub interrupted: bool,
-    /// Failures by reason, with the first few URLs of each.
+    /// Failures by reason (`FailureReason`'s text), with the first few URLs of each.
     pub failures: BTreeMap<String, FailureGroup>,
 }
 
@@ -335,9 +392,9 @@ mod tests {
     fn failures_keep_the_first_distinct_urls() {
         let tally = Tally::default();
         for index in 0..8 {
-            tally.failed("upstream_not_found", &format!("http://h/{}.jpg", index % 7), 2);
+            tally.failed(ErrorCode::UpstreamNotFound.into(), &format!("http://h/{}.jpg", index % 7), 2);
         }
-        tally.failed("not_an_image", "http://h/page.html", 1);
+        tally.failed(ErrorCode::NotAnImage.into(), "http://h/page.html", 1);
         let failures = tally.failures();
         let group = &failures["upstream_not_found"];
         assert_eq!(group.jobs, 16);
@@ -351,15 +408,24 @@ mod tests {
         let tally = Tally::default();
         tally.warmed(100);
         tally.cached();
-        tally.demote(true, 100, "not_stored", "http://h/a.jpg");
+        tally.demote(true, 100, FailureReason::NotStored, "http://h/a.jpg");
         assert_eq!(tally.counts(), Counts { warmed: 0, cached: 1, failed: 1, bytes: 0 });
+        assert!(tally.failures().contains_key("not_stored"));
+    }
+
+    #[test]
+    fn reasons_are_the_stable_strings() {
+        assert_eq!(FailureReason::Code(ErrorCode::BadTarget).to_string(), "bad_target");
+        assert_eq!(FailureReason::HttpStatus(418).to_string(), "http_418");
+        assert_eq!(FailureReason::NotCacheable.to_string(), "not_cacheable");
+        assert_eq!(FailureReason::ServerUnreachable.to_string(), "server_unreachable");
     }
 
     #[test]
     fn text_report_lists_totals_and_reasons() {
         let tally = Tally::default();
         tally.warmed(2048);
-        tally.failed("not_an_image", "http://h/page.html", 3);
+        tally.failed(ErrorCode::NotAnImage.into(), "http://h/page.html", 3);
         let head = ReportHead {
             mode: "cache-dir",
             destination: "/tmp/c".into(),

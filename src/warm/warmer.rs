@@ -18,7 +18,8 @@ use mirage_cache::CacheKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::report::Tally;
+use super::report::{FailureReason, Tally};
+use crate::error::ErrorCode;
 use crate::pipeline::{CacheStatus, Pipeline};
 use crate::request::{FormatChoice, ImageRequest, Target, TransformOptions, Variant};
 use crate::transform::{AcceptClass, OutputFormat};
@@ -122,7 +123,7 @@ impl ServerClient {
 
     async fn attempt(&self, request: &ImageRequest, raw: &str) -> Attempt {
         let Ok(url) = reqwest::Url::parse(&self.url_for(request, raw)) else {
-            return Attempt::failed("bad_target", false);
+            return Attempt::failed(ErrorCode::BadTarget.into(), false);
         };
         let accept = match &request.variant {
             Some(variant) if variant.varies_on_accept() => match variant.accepts {
@@ -151,32 +152,32 @@ impl ServerClient {
         if x_cache.starts_with("hit") {
             Attempt::Cached
         } else if x_cache == "stale" {
-            Attempt::failed("stale", true)
+            Attempt::failed(FailureReason::Stale, true)
         } else if no_store {
-            Attempt::failed("not_cacheable", false)
+            Attempt::failed(FailureReason::NotCacheable, false)
         } else {
             Attempt::Warmed(body.len() as u64)
         }
     }
 }
 
-/// The failure reason for a server's error status: the codes of the server's status table where a status
-/// has one meaning (`src/error.rs`), a group name where it has several.
-pub fn reason_for_status(status: u16) -> String {
-    let reason = match status {
-        400 => "bad_request",
-        403 => "forbidden_target",
-        404 => "upstream_not_found",
-        413 => "too_large",
-        415 => "not_an_image",
-        422 => "undecodable_image",
-        500 => "internal",
-        502 => "upstream_error",
-        503 => "overloaded",
-        504 => "upstream_timeout",
-        other => return format!("http_{other}"),
+/// The failure reason for a server's error status: the code of the server's status table where a status has
+/// one meaning (`src/error.rs`), a group where it has several.
+pub fn reason_for_status(status: u16) -> FailureReason {
+    let code = match status {
+        400 => return FailureReason::BadRequest,
+        403 => ErrorCode::ForbiddenTarget,
+        404 => ErrorCode::UpstreamNotFound,
+        413 => return FailureReason::TooLarge,
+        415 => ErrorCode::NotAnImage,
+        422 => ErrorCode::UndecodableImage,
+        500 => ErrorCode::Internal,
+        502 => return FailureReason::UpstreamError,
+        503 => ErrorCode::Overloaded,
+        504 => ErrorCode::UpstreamTimeout,
+        other => return FailureReason::HttpStatus(other),
     };
-    reason.to_owned()
+    FailureReason::Code(code)
 }
 
 /// The outcome of one try at one entry.
@@ -187,21 +188,21 @@ enum Attempt {
     /// Already cached.
     Cached,
     /// Not cached; `retryable` for upstream or server trouble that may pass (5xx, timeouts).
-    Failed { reason: String, retryable: bool },
+    Failed { reason: FailureReason, retryable: bool },
 }
 
 impl Attempt {
-    fn failed(reason: impl Into<String>, retryable: bool) -> Attempt {
-        Attempt::Failed { reason: reason.into(), retryable }
+    fn failed(reason: FailureReason, retryable: bool) -> Attempt {
+        Attempt::Failed { reason, retryable }
     }
 
     fn from_client_error(error: &reqwest::Error) -> Attempt {
         let reason = if error.is_timeout() {
-            "server_timeout"
+            FailureReason::ServerTimeout
         } else if error.is_connect() {
-            "server_unreachable"
+            FailureReason::ServerUnreachable
         } else {
-            "server_error"
+            FailureReason::ServerError
         };
         Attempt::failed(reason, true)
     }
@@ -217,11 +218,11 @@ impl Backend {
                         Attempt::Warmed(served.entry.body.len() as u64)
                     }
                     // Upstream said no-store: served, but nothing was kept.
-                    CacheStatus::Miss | CacheStatus::Revalidated => Attempt::failed("not_cacheable", false),
+                    CacheStatus::Miss | CacheStatus::Revalidated => Attempt::failed(FailureReason::NotCacheable, false),
                     // Upstream failed and an expired copy answered: the cache was not refreshed.
-                    CacheStatus::Stale => Attempt::failed("stale", true),
+                    CacheStatus::Stale => Attempt::failed(FailureReason::Stale, true),
                 },
-                Err(error) => Attempt::failed(error.public().code, error.allows_stale()),
+                Err(error) => Attempt::failed(error.public().code.into(), error.allows_stale()),
             },
             Backend::Server(server) => server.attempt(request, raw).await,
         }
@@ -356,7 +357,7 @@ impl Warmer {
         let original = ImageRequest::mirror(unit.target.clone());
         if let Err(reason) = self.warm_entry(&unit, &original).await {
             // Every variant is made from the original: without it they would fail the same way.
-            self.tally.failed(&reason, &unit.url, self.variants.len() as u64);
+            self.tally.failed(reason, &unit.url, self.variants.len() as u64);
             return;
         }
         if self.variants.is_empty() {
@@ -380,7 +381,7 @@ impl Warmer {
     }
 
     /// One entry, with retries; counts the outcome. Returns the failure reason, if it failed.
-    async fn warm_entry(&self, unit: &Unit, request: &ImageRequest) -> Result<(), String> {
+    async fn warm_entry(&self, unit: &Unit, request: &ImageRequest) -> Result<(), FailureReason> {
         let mut retry = 0;
         loop {
             match self.backend.attempt(request, &unit.url).await {
@@ -398,7 +399,7 @@ impl Warmer {
                 Attempt::Failed { reason, retryable }
                     if !retryable || retry >= self.settings.retries || self.stopping() =>
                 {
-                    self.tally.failed(&reason, &unit.url, 1);
+                    self.tally.failed(reason, &unit.url, 1);
                     return Err(reason);
                 }
                 Attempt::Failed { .. } => {
@@ -436,7 +437,7 @@ impl Warmer {
         let mut missing = 0;
         for (index, entry) in stored.iter().enumerate() {
             if !present.get(index).copied().unwrap_or(false) {
-                self.tally.demote(entry.warmed, entry.bytes, "not_stored", &entry.url);
+                self.tally.demote(entry.warmed, entry.bytes, FailureReason::NotStored, &entry.url);
                 missing += 1;
             }
         }
@@ -561,9 +562,11 @@ mod tests {
 
     #[test]
     fn statuses_map_to_stable_reasons() {
-        assert_eq!(reason_for_status(404), "upstream_not_found");
-        assert_eq!(reason_for_status(415), "not_an_image");
-        assert_eq!(reason_for_status(504), "upstream_timeout");
-        assert_eq!(reason_for_status(418), "http_418");
+        assert_eq!(reason_for_status(404), FailureReason::Code(ErrorCode::UpstreamNotFound));
+        assert_eq!(reason_for_status(404).to_string(), "upstream_not_found");
+        assert_eq!(reason_for_status(415).to_string(), "not_an_image");
+        assert_eq!(reason_for_status(413).to_string(), "too_large");
+        assert_eq!(reason_for_status(504).to_string(), "upstream_timeout");
+        assert_eq!(reason_for_status(418).to_string(), "http_418");
     }
 }
