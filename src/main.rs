@@ -1,4 +1,5 @@
-//! The `mirage` binary: parse the command line, set up logging, bind, run until a signal.
+//! The `mirage` binary: parse the command line, then `serve` (set up logging, bind, run until a signal) or run
+//! one of the commands in `cli`.
 
 use std::process::ExitCode;
 
@@ -7,9 +8,11 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use mirage::config::{Cli, Command, ServeArgs};
 
+mod cli;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let arguments = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     // `warm --server` talks to a server and never opens a cache directory: naming one as well is a mistake.
     // Checked here, not with clap's `conflicts_with`, so that a MIRAGE_CACHE_DIR in the environment (set for
     // `serve`) does not make `--server` unusable.
@@ -28,11 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let result = match arguments.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Urls(args) => return mirage::warm::urls_command(&args),
-        Command::Warm(args) => return runtime.block_on(mirage::warm::warm_command(args)),
-        Command::Sign(args) => return mirage::signing::sign_command(&args),
+        Command::Urls(args) => return cli::urls::run(&args),
+        Command::Warm(args) => return runtime.block_on(cli::warm::run(args)),
+        Command::Sign(args) => return cli::sign::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,13 +5,11 @@
 //! Verification is constant-time (`hmac`'s `verify_slice`) and any configured key may verify (rotation).
 
 use std::fmt;
-use std::process::ExitCode;
 use std::str::FromStr;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::SignArgs;
 use crate::request::{ImageRequest, RequestError, SIGNATURE_KEY, Target};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -148,26 +146,6 @@ pub fn sign_path(key: &SigningKey, input: &str) -> Result<String, SignInputError
     let options = request.variant.as_ref().map(|variant| variant.options.canonical()).unwrap_or_default();
     let separator = if options.is_empty() { "" } else { "," };
     Ok(format!("/{SIGNATURE_KEY}={signature}{separator}{options}/?{}", request.target.canonical()))
-}
-
-/// `mirage sign`: prints the signed path on standard output. Exit status 2 for bad usage (no key, input that is
-/// not a target or a request path), like clap's own usage errors.
-pub fn sign_command(args: &SignArgs) -> ExitCode {
-    const USAGE: u8 = 2;
-    let Some(key) = &args.key else {
-        eprintln!("mirage sign: no key: pass --key HEX or set MIRAGE_SIGNING_KEY");
-        return ExitCode::from(USAGE);
-    };
-    match sign_path(key, &args.input) {
-        Ok(path) => {
-            println!("{path}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("mirage sign: {error}");
-            ExitCode::from(USAGE)
-        }
-    }
 }
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

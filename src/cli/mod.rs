@@ -1,0 +1,7 @@
+//! The commands of the `mirage` binary that print and return an exit code: `sign`, `urls` and `warm`. The library
+//! keeps the reusable parts (signing, URL extraction, the warm engine and its report); here they meet the terminal.
+
+mod progress;
+pub mod sign;
+pub mod urls;
+pub mod warm;
