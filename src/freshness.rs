@@ -2,8 +2,22 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::FreshnessPolicy;
 use crate::fetch::UpstreamHeaders;
+
+/// Freshness rules for cached upstream responses.
+#[derive(Debug, Clone)]
+pub struct FreshnessPolicy {
+    /// Lower clamp of the upstream lifetime.
+    pub min_ttl: Duration,
+    /// Upper clamp of the upstream lifetime.
+    pub max_ttl: Duration,
+    /// Lifetime when upstream gives none.
+    pub default_ttl: Duration,
+    /// How long past expiry a stale entry may answer when upstream fails.
+    pub stale_if_error: Duration,
+    /// Lifetime of a remembered upstream 404/410.
+    pub negative_ttl: Duration,
+}
 
 /// What to do with a successful upstream response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

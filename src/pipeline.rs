@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mirage_cache::{DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
 
-use crate::config::{FreshnessPolicy, PipelineConfig};
+use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
-use crate::freshness::Freshness;
+use crate::freshness::{Freshness, FreshnessPolicy};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
+use crate::freshness::FreshnessPolicy;
 use crate::request::TransformOptions;
 use crate::signing::{SigningKey, SigningPolicy};
 use crate::transform::Limits;
@@ -309,21 +310,6 @@ pub struct PipelineArgs {
     /// Upstream fetches in flight at once; requests that would start more get 503 with Retry-After.
     #[arg(long, env = "MIRAGE_MAX_INFLIGHT_FETCHES", default_value_t = 256)]
     pub max_inflight_fetches: usize,
-}
-
-/// Freshness rules for cached upstream responses.
-#[derive(Debug, Clone)]
-pub struct FreshnessPolicy {
-    /// Lower clamp of the upstream lifetime.
-    pub min_ttl: Duration,
-    /// Upper clamp of the upstream lifetime.
-    pub max_ttl: Duration,
-    /// Lifetime when upstream gives none.
-    pub default_ttl: Duration,
-    /// How long past expiry a stale entry may answer when upstream fails.
-    pub stale_if_error: Duration,
-    /// Lifetime of a remembered upstream 404/410.
-    pub negative_ttl: Duration,
 }
 
 /// Where and how much to cache.
