@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mirage_cache::{DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
+use mirage_cache::{Coalescer, DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
 
 use crate::config::PipelineConfig;
@@ -84,6 +84,8 @@ pub struct Pipeline {
 
 struct Inner {
     cache: TieredCache,
+    /// One fill per cache key at a time; sources and variants both answer with a `Served`.
+    fills: Coalescer<Served, Error>,
     fetcher: Fetcher,
     freshness: FreshnessPolicy,
     /// Bounds upstream fetches in flight: past it, answer 503 instead of piling up.
@@ -126,6 +128,7 @@ impl Pipeline {
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 cache: TieredCache::new(memory, disk),
+                fills: Coalescer::new(),
                 fetcher,
                 freshness: config.freshness.clone(),
                 fetch_slots: Semaphore::new(config.max_inflight_fetches),
@@ -177,7 +180,7 @@ impl Pipeline {
         let variant = variant.clone();
         let filled = self
             .inner
-            .cache
+            .fills
             .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant).await })
             .await;
         flatten(filled)
@@ -190,7 +193,7 @@ impl Pipeline {
             return answer_from_cache(entry, tier.into());
         }
         let original = self.get_source(&request.target).await?;
-        let source = original.entry.body.clone();
+        let source = original.entry.body().clone();
         let options = variant.options.clone();
         let accepts = variant.accepts;
         let limits = self.inner.limits.clone();
@@ -209,15 +212,8 @@ impl Pipeline {
             })??;
         let now = unix_now();
         // A variant lives as long as its original: when the original expires, both are refreshed together.
-        let entry = Entry::new(
-            EntryKind::Image,
-            encoded.format.media_type().to_owned(),
-            None,
-            None,
-            now,
-            original.entry.meta.expires_at.max(now),
-            encoded.bytes.into(),
-        );
+        let expires_at = original.entry.meta().expires_at.max(now);
+        let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, expires_at);
         let cache_status = match original.cache_status {
             CacheStatus::Stale => CacheStatus::Stale,
             _ => CacheStatus::Miss,
@@ -234,13 +230,13 @@ impl Pipeline {
         let key = ImageRequest::source_key_of(target);
         let stale = match self.inner.cache.lookup(&key, unix_now()).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into()),
-            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta.kind == EntryKind::Image),
+            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
         let pipeline = self.clone();
         // Only a miss pays for owning a copy of the target.
         let request = ImageRequest::mirror(target.clone());
-        let filled = self.inner.cache.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
+        let filled = self.inner.fills.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
         flatten(filled)
     }
 
@@ -254,8 +250,8 @@ impl Pipeline {
         let fetched = match self.inner.fetch_slots.try_acquire() {
             Ok(_slot) => {
                 let validators = stale.as_ref().map(|entry| Validators {
-                    etag: entry.meta.etag.clone(),
-                    last_modified: entry.meta.last_modified.clone(),
+                    etag: entry.meta().etag.clone(),
+                    last_modified: entry.meta().last_modified.clone(),
                 });
                 self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await.map_err(Error::from)
             }
@@ -273,29 +269,22 @@ impl Pipeline {
                     Freshness::NoStore => Duration::ZERO,
                 };
                 let stored_at = seconds(now);
-                let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), headers.etag, headers.last_modified);
+                let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
+                let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), validators);
                 Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero())
             }
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
                 let stored_at = seconds(now);
-                let entry = Entry::new(
-                    EntryKind::NotFound,
-                    String::new(),
-                    None,
-                    None,
-                    stored_at,
-                    stored_at + ttl,
-                    Default::default(),
-                );
-                self.inner.cache.store(key, entry).await;
+                self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
             Err(error) => {
                 let stale_limit = self.inner.freshness.stale_if_error.as_secs();
                 return match stale {
                     Some(entry)
-                        if error.allows_stale() && seconds(now) < entry.meta.expires_at.saturating_add(stale_limit) =>
+                        if error.allows_stale()
+                            && seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
                     {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
                         Ok(Served::new(entry, CacheStatus::Stale, true))
@@ -320,25 +309,19 @@ impl Pipeline {
         };
         let stored_at = seconds(now);
         let headers = upstream.headers;
-        let entry = Entry::new(
-            EntryKind::Image,
-            content_type,
-            headers.etag,
-            headers.last_modified,
-            stored_at,
-            stored_at + ttl.as_secs(),
-            upstream.body,
-        );
+        let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
+        let entry =
+            Entry::image(content_type, upstream.body, stored_at, stored_at + ttl.as_secs()).with_validators(validators);
         Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero()))
     }
 }
 
 /// A cached negative entry answers 404 until it expires; an image answers itself.
 fn answer_from_cache(entry: Entry, cache_status: CacheStatus) -> Result<Served, Error> {
-    match entry.meta.kind {
+    match entry.meta().kind {
         EntryKind::Image => Ok(Served::new(entry, cache_status, true)),
         EntryKind::NotFound => {
-            Err(Error::UpstreamNotFound { cache_seconds: entry.meta.expires_at.saturating_sub(unix_now()) })
+            Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(unix_now()) })
         }
     }
 }

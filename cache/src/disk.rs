@@ -211,8 +211,8 @@ impl DiskTier {
     /// Atomically stores `entry` under `key` (temp file, fsync, rename), then evicts older
     /// entries beyond the budget. An entry larger than the whole budget is skipped.
     pub fn write(&self, key: &CacheKey, entry: &Entry) -> Result<(), DiskError> {
-        let header = encode_header(key, &entry.meta);
-        let size = header.len() as u64 + entry.body.len() as u64;
+        let header = encode_header(key, entry.meta());
+        let size = header.len() as u64 + entry.body().len() as u64;
         if size > self.lock().capacity() || size > MAX_FILE_LEN {
             tracing::debug!(key = %key, size, "entry larger than disk cache budget; not written");
             return Ok(());
@@ -220,7 +220,7 @@ impl DiskTier {
         let seq = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp_dir.join(format!("{}.{}.{}.tmp", key.to_hex(), std::process::id(), seq));
         let dest = self.path_of(key);
-        if let Err(e) = write_and_rename(&tmp, &dest, &header, &entry.body) {
+        if let Err(e) = write_and_rename(&tmp, &dest, &header, entry.body()) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
