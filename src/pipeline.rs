@@ -5,7 +5,7 @@
 //! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use mirage_cache::{Coalescer, DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
-use crate::freshness::{Freshness, FreshnessPolicy};
+use crate::freshness::{Clock, Freshness, FreshnessPolicy, unix_seconds};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
@@ -68,11 +68,19 @@ pub struct Served {
     pub cacheable: bool,
     /// Whether the answer depends on the request's `Accept` header (`format=auto`).
     pub varies_on_accept: bool,
+    /// Unix seconds, on the pipeline's clock, when this answer was made: what is left of the entry's lifetime
+    /// from then is the `max-age` clients get.
+    pub answered_at: u64,
 }
 
 impl Served {
-    fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool) -> Served {
-        Served { entry, cache_status, cacheable, varies_on_accept: false }
+    fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool, answered_at: u64) -> Served {
+        Served { entry, cache_status, cacheable, varies_on_accept: false, answered_at }
+    }
+
+    /// Seconds the entry stays fresh from when this answer was made (0 once expired).
+    pub fn fresh_for(&self) -> u64 {
+        self.entry.meta().expires_at.saturating_sub(self.answered_at)
     }
 }
 
@@ -96,11 +104,8 @@ struct Inner {
     limits: Limits,
     /// Which request signatures the server accepts (the handler checks them; off for `warm`).
     signing: SigningPolicy,
-}
-
-/// Seconds since the Unix epoch, the clock of the cache metadata.
-pub fn unix_now() -> u64 {
-    seconds(SystemTime::now())
+    /// What every freshness and expiry decision reads (disk-file mtimes for LRU order stay on the wall clock).
+    clock: Clock,
 }
 
 impl Pipeline {
@@ -135,6 +140,7 @@ impl Pipeline {
                 cpu: CpuPool::new(config.transform.workers, config.transform.queue),
                 limits: config.transform.limits.clone(),
                 signing: config.signing.clone(),
+                clock: config.clock.clone(),
             }),
         })
     }
@@ -142,6 +148,11 @@ impl Pipeline {
     /// The cache tiers.
     pub fn cache(&self) -> &TieredCache {
         &self.inner.cache
+    }
+
+    /// The clock freshness is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The signed-URL policy requests are checked against.
@@ -172,8 +183,9 @@ impl Pipeline {
     /// A variant: from the cache, or made from the (cached) original on the CPU pool.
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let pipeline = self.clone();
         let request = request.clone();
@@ -189,8 +201,9 @@ impl Pipeline {
     /// The leader's work for one variant key: get the original, transform it, store the result.
     async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let original = self.get_source(&request.target).await?;
         let source = original.entry.body().clone();
@@ -210,7 +223,8 @@ impl Pipeline {
                 PoolError::Full => Error::Overloaded,
                 PoolError::Panicked => Error::Internal,
             })??;
-        let now = unix_now();
+        // The transform took time: judge the result's freshness after it.
+        let now = self.inner.clock.unix_now();
         // A variant lives as long as its original: when the original expires, both are refreshed together.
         let expires_at = original.entry.meta().expires_at.max(now);
         let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, expires_at);
@@ -222,14 +236,15 @@ impl Pipeline {
         if cacheable {
             self.inner.cache.store(key, entry.clone()).await;
         }
-        Ok(Served::new(entry, cache_status, original.cacheable))
+        Ok(Served::new(entry, cache_status, original.cacheable, now))
     }
 
     /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
         let key = ImageRequest::source_key_of(target);
-        let stale = match self.inner.cache.lookup(&key, unix_now()).await {
-            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into()),
+        let now = self.inner.clock.unix_now();
+        let stale = match self.inner.cache.lookup(&key, now).await {
+            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
@@ -244,8 +259,9 @@ impl Pipeline {
     async fn fill(&self, request: &ImageRequest, stale: Option<Entry>) -> Result<Served, Error> {
         let key = request.source_key();
         // A fill that finished between our lookup and our turn as leader has already stored the answer.
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let fetched = match self.inner.fetch_slots.try_acquire() {
             Ok(_slot) => {
@@ -257,7 +273,8 @@ impl Pipeline {
             }
             Err(_) => Err(Error::Overloaded),
         };
-        let now = SystemTime::now();
+        // The fetch took time: lifetimes start when its answer arrived.
+        let now = self.inner.clock.now();
         let served = match fetched {
             Ok(Fetched::Full(upstream)) => self.admit(upstream, now)?,
             Ok(Fetched::NotModified(headers)) => {
@@ -268,14 +285,14 @@ impl Pipeline {
                     Freshness::Fresh(ttl) => ttl,
                     Freshness::NoStore => Duration::ZERO,
                 };
-                let stored_at = seconds(now);
+                let stored_at = unix_seconds(now);
                 let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
                 let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), validators);
-                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero())
+                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero(), stored_at)
             }
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
-                let stored_at = seconds(now);
+                let stored_at = unix_seconds(now);
                 self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
@@ -284,10 +301,10 @@ impl Pipeline {
                 return match stale {
                     Some(entry)
                         if error.allows_stale()
-                            && seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
+                            && unix_seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
                     {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
-                        Ok(Served::new(entry, CacheStatus::Stale, true))
+                        Ok(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))
                     }
                     _ => Err(error),
                 };
@@ -307,21 +324,21 @@ impl Pipeline {
             Freshness::Fresh(ttl) => ttl,
             Freshness::NoStore => Duration::ZERO,
         };
-        let stored_at = seconds(now);
+        let stored_at = unix_seconds(now);
         let headers = upstream.headers;
         let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
         let entry =
             Entry::image(content_type, upstream.body, stored_at, stored_at + ttl.as_secs()).with_validators(validators);
-        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero()))
+        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero(), stored_at))
     }
 }
 
-/// A cached negative entry answers 404 until it expires; an image answers itself.
-fn answer_from_cache(entry: Entry, cache_status: CacheStatus) -> Result<Served, Error> {
+/// A cached negative entry answers 404 until it expires; an image answers itself. `now` is when it was looked up.
+fn answer_from_cache(entry: Entry, cache_status: CacheStatus, now: u64) -> Result<Served, Error> {
     match entry.meta().kind {
-        EntryKind::Image => Ok(Served::new(entry, cache_status, true)),
+        EntryKind::Image => Ok(Served::new(entry, cache_status, true, now)),
         EntryKind::NotFound => {
-            Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(unix_now()) })
+            Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(now) })
         }
     }
 }
@@ -332,8 +349,4 @@ fn flatten(filled: Result<Served, FillError<Error>>) -> Result<Served, Error> {
         Err(FillError::Failed(error)) => Err(error),
         Err(FillError::Aborted) => Err(Error::Internal),
     }
-}
-
-fn seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }

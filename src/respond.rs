@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::error::PublicError;
-use crate::pipeline::{Served, unix_now};
+use crate::pipeline::Served;
 
 /// The response body type of every answer: the whole body at once, shared with the cache (no copy).
 pub type Body = Full<Bytes>;
@@ -35,7 +35,8 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     } else if served.cache_status == crate::pipeline::CacheStatus::Stale {
         format!("public, max-age={STALE_MAX_AGE}")
     } else {
-        let left = entry.meta().expires_at.saturating_sub(unix_now());
+        // From when the pipeline answered, on its clock (not the wall clock), so tests can move time.
+        let left = served.fresh_for();
         if left > IMMUTABLE_AFTER {
             format!("public, max-age={left}, immutable")
         } else {

@@ -112,6 +112,8 @@ impl DiskTier {
     }
 
     fn clean_tmp(&self) -> Result<u64, DiskError> {
+        // The wall clock, not the pipeline's: file mtimes are written by the OS on the wall clock, so only it can
+        // tell a crash leftover from a file another process is writing now.
         let now = SystemTime::now();
         let mut removed = 0;
         for dirent in fs::read_dir(&self.tmp_dir).map_err(io_err(&self.tmp_dir))? {
@@ -187,7 +189,9 @@ impl DiskTier {
                 return Ok(None);
             }
         };
-        // Best effort: the mtime is the LRU order a restart rebuilds from.
+        // Best effort: the mtime is the LRU order a restart rebuilds from. The wall clock on purpose: only the
+        // order matters, and it must agree with the mtimes the OS gives files written by any process; no
+        // freshness decision reads it (expiry lives in the entry header, judged by the caller's clock).
         let _ = file.set_modified(SystemTime::now());
         let victims = {
             let mut index = self.lock();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
-use crate::freshness::FreshnessPolicy;
+use crate::freshness::{Clock, FreshnessPolicy};
 use crate::request::TransformOptions;
 use crate::signing::{SigningKey, SigningPolicy};
 use crate::transform::Limits;
@@ -347,6 +347,8 @@ pub struct PipelineConfig {
     pub max_inflight_fetches: usize,
     /// Signed URLs: which keys verify and whether a signature is required (`serve` only; off otherwise).
     pub signing: SigningPolicy,
+    /// The time freshness is judged by: the system clock, except in tests that move time by hand.
+    pub clock: Clock,
 }
 
 /// The validated configuration of the service.
@@ -457,6 +459,7 @@ impl PipelineArgs {
             },
             max_inflight_fetches: self.max_inflight_fetches,
             signing: SigningPolicy::default(),
+            clock: Clock::system(),
         })
     }
 }
