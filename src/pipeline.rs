@@ -350,3 +350,7 @@ fn flatten(filled: Result<Served, FillError<Error>>) -> Result<Served, Error> {
         Err(FillError::Aborted) => Err(Error::Internal),
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
