@@ -18,7 +18,7 @@ use mirage::handler;
 use mirage::pipeline::{CacheStatus, Pipeline};
 use mirage::request::{ImageRequest, Target};
 use mirage::respond;
-use mirage_cache::{CacheKey, DiskTier, Entry, EntryKind};
+use mirage_cache::{CacheKey, DiskTier, Entry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -275,7 +275,7 @@ fn disk_hit(c: &mut Criterion) {
     let own = tempfile::tempdir().unwrap();
     let disk = DiskTier::open(own.path(), 1 << 30).unwrap();
     let key = CacheKey::from_parts(&[b"bench", b"large"]);
-    let entry = Entry::new(EntryKind::Image, "image/jpeg".into(), None, None, 0, u64::MAX, Bytes::from_static(LARGE));
+    let entry = Entry::image("image/jpeg", Bytes::from_static(LARGE), 0, u64::MAX);
     disk.write(&key, &entry).unwrap();
     let mut group = c.benchmark_group("disk_tier");
     group.throughput(Throughput::Bytes(LARGE.len() as u64));

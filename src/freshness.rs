@@ -1,9 +1,100 @@
-//! How long a fetched image stays fresh: upstream's `Cache-Control` / `Expires`, clamped by our policy.
+//! How long a fetched image stays fresh: upstream's `Cache-Control` / `Expires`, clamped by our policy, judged
+//! against the pipeline's clock.
 
-use std::time::{Duration, SystemTime};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::FreshnessPolicy;
 use crate::fetch::UpstreamHeaders;
+
+/// The time every freshness and expiry decision on the request path reads: lookups, admission, revalidation,
+/// negative caching, stale-if-error and the `max-age` sent to clients. The system clock in service; a
+/// [`ManualClock`] in tests, so lifetimes are tested by advancing time rather than by sleeping. Cheap to clone.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The operating system's wall clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that reads the time from `now`.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+
+    /// The current time in seconds since the Unix epoch, the unit of the cache metadata.
+    pub fn unix_now(&self) -> u64 {
+        unix_seconds(self.now())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Clock").field(&self.now()).finish()
+    }
+}
+
+/// Seconds since the Unix epoch (0 for earlier times).
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// A clock that stands still until it is moved (for tests). Clones share the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: SystemTime) -> ManualClock {
+        ManualClock(Arc::new(Mutex::new(start)))
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *now += by;
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        // A SystemTime cannot be left half-written, so a poisoned lock still holds a valid time.
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A [`Clock`] that reads this manual clock.
+    pub fn clock(&self) -> Clock {
+        let manual = self.clone();
+        Clock::from_fn(move || manual.now())
+    }
+}
+
+/// Freshness rules for cached upstream responses.
+#[derive(Debug, Clone)]
+pub struct FreshnessPolicy {
+    /// Lower clamp of the upstream lifetime.
+    pub min_ttl: Duration,
+    /// Upper clamp of the upstream lifetime.
+    pub max_ttl: Duration,
+    /// Lifetime when upstream gives none.
+    pub default_ttl: Duration,
+    /// How long past expiry a stale entry may answer when upstream fails.
+    pub stale_if_error: Duration,
+    /// Lifetime of a remembered upstream 404/410.
+    pub negative_ttl: Duration,
+}
 
 /// What to do with a successful upstream response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +173,11 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
     const DAY: Duration = Duration::from_secs(86400);
 
+    /// A fixed "now": Tue, 01 Jan 2030 00:00:00 GMT. No test reads the wall clock.
+    fn fixed_now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_893_456_000)
+    }
+
     fn policy() -> FreshnessPolicy {
         FreshnessPolicy {
             min_ttl: HOUR,
@@ -103,7 +199,7 @@ mod tests {
 
     #[test]
     fn max_age_within_bounds_is_kept() {
-        let now = SystemTime::now();
+        let now = fixed_now();
         assert_eq!(
             policy().lifetime(&headers(Some("public, max-age=7200"), None, None), now),
             Freshness::Fresh(2 * HOUR)
@@ -113,12 +209,12 @@ mod tests {
     #[test]
     fn s_maxage_wins_over_max_age() {
         let h = headers(Some("max-age=7200, s-maxage=10800"), None, None);
-        assert_eq!(policy().lifetime(&h, SystemTime::now()), Freshness::Fresh(3 * HOUR));
+        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(3 * HOUR));
     }
 
     #[test]
     fn lifetimes_are_clamped() {
-        let now = SystemTime::now();
+        let now = fixed_now();
         assert_eq!(policy().lifetime(&headers(Some("max-age=5"), None, None), now), Freshness::Fresh(HOUR));
         assert_eq!(
             policy().lifetime(&headers(Some("max-age=0, must-revalidate"), None, None), now),
@@ -129,20 +225,20 @@ mod tests {
 
     #[test]
     fn no_store_is_honoured() {
-        assert_eq!(policy().lifetime(&headers(Some("No-Store"), None, None), SystemTime::now()), Freshness::NoStore);
+        assert_eq!(policy().lifetime(&headers(Some("No-Store"), None, None), fixed_now()), Freshness::NoStore);
     }
 
     #[test]
     fn silence_gives_the_default() {
-        assert_eq!(policy().lifetime(&headers(None, None, None), SystemTime::now()), Freshness::Fresh(7 * DAY));
+        assert_eq!(policy().lifetime(&headers(None, None, None), fixed_now()), Freshness::Fresh(7 * DAY));
     }
 
     #[test]
     fn expires_is_relative_to_upstream_date() {
         let h = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
-        assert_eq!(policy().lifetime(&h, SystemTime::now()), Freshness::Fresh(2 * DAY));
+        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(2 * DAY));
         let invalid = headers(None, Some("0"), None);
-        assert_eq!(policy().lifetime(&invalid, SystemTime::now()), Freshness::Fresh(HOUR));
+        assert_eq!(policy().lifetime(&invalid, fixed_now()), Freshness::Fresh(HOUR));
     }
 
     #[test]
@@ -153,6 +249,32 @@ mod tests {
             Some("Tue, 01 Jan 2030 00:00:00 GMT"),
         );
         h.age = Some("3600".into());
-        assert_eq!(policy().lifetime(&h, SystemTime::now()), Freshness::Fresh(Duration::from_secs(86400)));
+        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn expires_without_date_is_relative_to_the_clock() {
+        let clock = ManualClock::new(fixed_now());
+        let h = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), None);
+        assert_eq!(policy().lifetime(&h, clock.now()), Freshness::Fresh(2 * DAY));
+        clock.advance(DAY);
+        assert_eq!(policy().lifetime(&h, clock.clock().now()), Freshness::Fresh(DAY));
+        // Past Expires: already expired, so the lower clamp applies.
+        clock.advance(3 * DAY);
+        assert_eq!(policy().lifetime(&h, clock.now()), Freshness::Fresh(HOUR));
+        // Upstream's Date, when sent, wins over our clock.
+        let dated = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert_eq!(policy().lifetime(&dated, clock.now()), Freshness::Fresh(2 * DAY));
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {
+        let manual = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000));
+        let clock = manual.clock();
+        assert_eq!(clock.unix_now(), 1_000);
+        assert_eq!(clock.unix_now(), 1_000);
+        manual.clone().advance(Duration::from_secs(61));
+        assert_eq!(clock.clone().unix_now(), 1_061);
+        assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
 }

@@ -5,15 +5,15 @@
 //! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use mirage_cache::{DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
+use mirage_cache::{Coalescer, DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
 
-use crate::config::{FreshnessPolicy, PipelineConfig};
+use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
-use crate::freshness::Freshness;
+use crate::freshness::{Clock, Freshness, FreshnessPolicy, unix_seconds};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
@@ -68,11 +68,19 @@ pub struct Served {
     pub cacheable: bool,
     /// Whether the answer depends on the request's `Accept` header (`format=auto`).
     pub varies_on_accept: bool,
+    /// Unix seconds, on the pipeline's clock, when this answer was made: what is left of the entry's lifetime
+    /// from then is the `max-age` clients get.
+    pub answered_at: u64,
 }
 
 impl Served {
-    fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool) -> Served {
-        Served { entry, cache_status, cacheable, varies_on_accept: false }
+    fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool, answered_at: u64) -> Served {
+        Served { entry, cache_status, cacheable, varies_on_accept: false, answered_at }
+    }
+
+    /// Seconds the entry stays fresh from when this answer was made (0 once expired).
+    pub fn fresh_for(&self) -> u64 {
+        self.entry.meta().expires_at.saturating_sub(self.answered_at)
     }
 }
 
@@ -84,6 +92,8 @@ pub struct Pipeline {
 
 struct Inner {
     cache: TieredCache,
+    /// One fill per cache key at a time; sources and variants both answer with a `Served`.
+    fills: Coalescer<Served, Error>,
     fetcher: Fetcher,
     freshness: FreshnessPolicy,
     /// Bounds upstream fetches in flight: past it, answer 503 instead of piling up.
@@ -94,11 +104,8 @@ struct Inner {
     limits: Limits,
     /// Which request signatures the server accepts (the handler checks them; off for `warm`).
     signing: SigningPolicy,
-}
-
-/// Seconds since the Unix epoch, the clock of the cache metadata.
-pub fn unix_now() -> u64 {
-    seconds(SystemTime::now())
+    /// What every freshness and expiry decision reads (disk-file mtimes for LRU order stay on the wall clock).
+    clock: Clock,
 }
 
 impl Pipeline {
@@ -126,12 +133,14 @@ impl Pipeline {
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 cache: TieredCache::new(memory, disk),
+                fills: Coalescer::new(),
                 fetcher,
                 freshness: config.freshness.clone(),
                 fetch_slots: Semaphore::new(config.max_inflight_fetches),
                 cpu: CpuPool::new(config.transform.workers, config.transform.queue),
                 limits: config.transform.limits.clone(),
                 signing: config.signing.clone(),
+                clock: config.clock.clone(),
             }),
         })
     }
@@ -139,6 +148,11 @@ impl Pipeline {
     /// The cache tiers.
     pub fn cache(&self) -> &TieredCache {
         &self.inner.cache
+    }
+
+    /// The clock freshness is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The signed-URL policy requests are checked against.
@@ -169,15 +183,16 @@ impl Pipeline {
     /// A variant: from the cache, or made from the (cached) original on the CPU pool.
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let pipeline = self.clone();
         let request = request.clone();
         let variant = variant.clone();
         let filled = self
             .inner
-            .cache
+            .fills
             .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant).await })
             .await;
         flatten(filled)
@@ -186,11 +201,12 @@ impl Pipeline {
     /// The leader's work for one variant key: get the original, transform it, store the result.
     async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let original = self.get_source(&request.target).await?;
-        let source = original.entry.body.clone();
+        let source = original.entry.body().clone();
         let options = variant.options.clone();
         let accepts = variant.accepts;
         let limits = self.inner.limits.clone();
@@ -207,17 +223,11 @@ impl Pipeline {
                 PoolError::Full => Error::Overloaded,
                 PoolError::Panicked => Error::Internal,
             })??;
-        let now = unix_now();
+        // The transform took time: judge the result's freshness after it.
+        let now = self.inner.clock.unix_now();
         // A variant lives as long as its original: when the original expires, both are refreshed together.
-        let entry = Entry::new(
-            EntryKind::Image,
-            encoded.format.media_type().to_owned(),
-            None,
-            None,
-            now,
-            original.entry.meta.expires_at.max(now),
-            encoded.bytes.into(),
-        );
+        let expires_at = original.entry.meta().expires_at.max(now);
+        let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, expires_at);
         let cache_status = match original.cache_status {
             CacheStatus::Stale => CacheStatus::Stale,
             _ => CacheStatus::Miss,
@@ -226,21 +236,22 @@ impl Pipeline {
         if cacheable {
             self.inner.cache.store(key, entry.clone()).await;
         }
-        Ok(Served::new(entry, cache_status, original.cacheable))
+        Ok(Served::new(entry, cache_status, original.cacheable, now))
     }
 
     /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
         let key = ImageRequest::source_key_of(target);
-        let stale = match self.inner.cache.lookup(&key, unix_now()).await {
-            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into()),
-            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta.kind == EntryKind::Image),
+        let now = self.inner.clock.unix_now();
+        let stale = match self.inner.cache.lookup(&key, now).await {
+            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
+            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
         let pipeline = self.clone();
         // Only a miss pays for owning a copy of the target.
         let request = ImageRequest::mirror(target.clone());
-        let filled = self.inner.cache.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
+        let filled = self.inner.fills.fill_once(key, move || async move { pipeline.fill(&request, stale).await }).await;
         flatten(filled)
     }
 
@@ -248,20 +259,22 @@ impl Pipeline {
     async fn fill(&self, request: &ImageRequest, stale: Option<Entry>) -> Result<Served, Error> {
         let key = request.source_key();
         // A fill that finished between our lookup and our turn as leader has already stored the answer.
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, unix_now()).await {
-            return answer_from_cache(entry, tier.into());
+        let now = self.inner.clock.unix_now();
+        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
+            return answer_from_cache(entry, tier.into(), now);
         }
         let fetched = match self.inner.fetch_slots.try_acquire() {
             Ok(_slot) => {
                 let validators = stale.as_ref().map(|entry| Validators {
-                    etag: entry.meta.etag.clone(),
-                    last_modified: entry.meta.last_modified.clone(),
+                    etag: entry.meta().etag.clone(),
+                    last_modified: entry.meta().last_modified.clone(),
                 });
                 self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await.map_err(Error::from)
             }
             Err(_) => Err(Error::Overloaded),
         };
-        let now = SystemTime::now();
+        // The fetch took time: lifetimes start when its answer arrived.
+        let now = self.inner.clock.now();
         let served = match fetched {
             Ok(Fetched::Full(upstream)) => self.admit(upstream, now)?,
             Ok(Fetched::NotModified(headers)) => {
@@ -272,33 +285,26 @@ impl Pipeline {
                     Freshness::Fresh(ttl) => ttl,
                     Freshness::NoStore => Duration::ZERO,
                 };
-                let stored_at = seconds(now);
-                let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), headers.etag, headers.last_modified);
-                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero())
+                let stored_at = unix_seconds(now);
+                let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
+                let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), validators);
+                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero(), stored_at)
             }
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
-                let stored_at = seconds(now);
-                let entry = Entry::new(
-                    EntryKind::NotFound,
-                    String::new(),
-                    None,
-                    None,
-                    stored_at,
-                    stored_at + ttl,
-                    Default::default(),
-                );
-                self.inner.cache.store(key, entry).await;
+                let stored_at = unix_seconds(now);
+                self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
             Err(error) => {
                 let stale_limit = self.inner.freshness.stale_if_error.as_secs();
                 return match stale {
                     Some(entry)
-                        if error.allows_stale() && seconds(now) < entry.meta.expires_at.saturating_add(stale_limit) =>
+                        if error.allows_stale()
+                            && unix_seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
                     {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
-                        Ok(Served::new(entry, CacheStatus::Stale, true))
+                        Ok(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))
                     }
                     _ => Err(error),
                 };
@@ -318,27 +324,21 @@ impl Pipeline {
             Freshness::Fresh(ttl) => ttl,
             Freshness::NoStore => Duration::ZERO,
         };
-        let stored_at = seconds(now);
+        let stored_at = unix_seconds(now);
         let headers = upstream.headers;
-        let entry = Entry::new(
-            EntryKind::Image,
-            content_type,
-            headers.etag,
-            headers.last_modified,
-            stored_at,
-            stored_at + ttl.as_secs(),
-            upstream.body,
-        );
-        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero()))
+        let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
+        let entry =
+            Entry::image(content_type, upstream.body, stored_at, stored_at + ttl.as_secs()).with_validators(validators);
+        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero(), stored_at))
     }
 }
 
-/// A cached negative entry answers 404 until it expires; an image answers itself.
-fn answer_from_cache(entry: Entry, cache_status: CacheStatus) -> Result<Served, Error> {
-    match entry.meta.kind {
-        EntryKind::Image => Ok(Served::new(entry, cache_status, true)),
+/// A cached negative entry answers 404 until it expires; an image answers itself. `now` is when it was looked up.
+fn answer_from_cache(entry: Entry, cache_status: CacheStatus, now: u64) -> Result<Served, Error> {
+    match entry.meta().kind {
+        EntryKind::Image => Ok(Served::new(entry, cache_status, true, now)),
         EntryKind::NotFound => {
-            Err(Error::UpstreamNotFound { cache_seconds: entry.meta.expires_at.saturating_sub(unix_now()) })
+            Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(now) })
         }
     }
 }
@@ -351,6 +351,6 @@ fn flatten(filled: Result<Served, FillError<Error>>) -> Result<Served, Error> {
     }
 }
 
-fn seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
-}
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

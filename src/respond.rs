@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::error::PublicError;
-use crate::pipeline::{Served, unix_now};
+use crate::pipeline::Served;
 
 /// The response body type of every answer: the whole body at once, shared with the cache (no copy).
 pub type Body = Full<Bytes>;
@@ -26,16 +26,17 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     let entry = &served.entry;
     let etag = entry.etag_token();
     let last_modified = entry
-        .meta
+        .meta()
         .last_modified
         .clone()
-        .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta.stored_at)));
+        .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta().stored_at)));
     let cache_control = if !served.cacheable {
         "no-store".to_owned()
     } else if served.cache_status == crate::pipeline::CacheStatus::Stale {
         format!("public, max-age={STALE_MAX_AGE}")
     } else {
-        let left = entry.meta.expires_at.saturating_sub(unix_now());
+        // From when the pipeline answered, on its clock (not the wall clock), so tests can move time.
+        let left = served.fresh_for();
         if left > IMMUTABLE_AFTER {
             format!("public, max-age={left}, immutable")
         } else {
@@ -46,7 +47,7 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     let (status, body) = match (not_modified, head_only) {
         (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
         (false, true) => (StatusCode::OK, Bytes::new()),
-        (false, false) => (StatusCode::OK, entry.body.clone()),
+        (false, false) => (StatusCode::OK, entry.body().clone()),
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
@@ -60,8 +61,8 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
         put(headers, header::VARY, "Accept");
     }
     if !not_modified {
-        put(headers, header::CONTENT_TYPE, &entry.meta.content_type);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta.body_len));
+        put(headers, header::CONTENT_TYPE, &entry.meta().content_type);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta().body_len()));
     }
     response
 }

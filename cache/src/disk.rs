@@ -112,6 +112,8 @@ impl DiskTier {
     }
 
     fn clean_tmp(&self) -> Result<u64, DiskError> {
+        // The wall clock, not the pipeline's: file mtimes are written by the OS on the wall clock, so only it can
+        // tell a crash leftover from a file another process is writing now.
         let now = SystemTime::now();
         let mut removed = 0;
         for dirent in fs::read_dir(&self.tmp_dir).map_err(io_err(&self.tmp_dir))? {
@@ -187,7 +189,9 @@ impl DiskTier {
                 return Ok(None);
             }
         };
-        // Best effort: the mtime is the LRU order a restart rebuilds from.
+        // Best effort: the mtime is the LRU order a restart rebuilds from. The wall clock on purpose: only the
+        // order matters, and it must agree with the mtimes the OS gives files written by any process; no
+        // freshness decision reads it (expiry lives in the entry header, judged by the caller's clock).
         let _ = file.set_modified(SystemTime::now());
         let victims = {
             let mut index = self.lock();
@@ -211,8 +215,8 @@ impl DiskTier {
     /// Atomically stores `entry` under `key` (temp file, fsync, rename), then evicts older
     /// entries beyond the budget. An entry larger than the whole budget is skipped.
     pub fn write(&self, key: &CacheKey, entry: &Entry) -> Result<(), DiskError> {
-        let header = encode_header(key, &entry.meta);
-        let size = header.len() as u64 + entry.body.len() as u64;
+        let header = encode_header(key, entry.meta());
+        let size = header.len() as u64 + entry.body().len() as u64;
         if size > self.lock().capacity() || size > MAX_FILE_LEN {
             tracing::debug!(key = %key, size, "entry larger than disk cache budget; not written");
             return Ok(());
@@ -220,7 +224,7 @@ impl DiskTier {
         let seq = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp_dir.join(format!("{}.{}.{}.tmp", key.to_hex(), std::process::id(), seq));
         let dest = self.path_of(key);
-        if let Err(e) = write_and_rename(&tmp, &dest, &header, &entry.body) {
+        if let Err(e) = write_and_rename(&tmp, &dest, &header, entry.body()) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }

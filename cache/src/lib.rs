@@ -1,5 +1,6 @@
 //! Mirage's cache tiers: a byte-weighted memory tier over a crash-safe, SHA-256-keyed disk
-//! tier, behind a tiered front that coalesces concurrent fills. Knows nothing of HTTP.
+//! tier, behind a tiered front, and a coalescer that runs one fill per key at a time. Knows
+//! nothing of HTTP.
 
 pub mod disk;
 pub mod evict;
@@ -10,8 +11,9 @@ pub mod tiered;
 
 mod coalesce;
 
+pub use coalesce::{Coalescer, FillError};
 pub use disk::{DiskError, DiskTier};
 pub use key::CacheKey;
 pub use memory::MemoryTier;
-pub use meta::{Entry, EntryKind, EntryMeta};
-pub use tiered::{FillError, Lookup, Tier, TieredCache};
+pub use meta::{Entry, EntryKind, EntryMeta, Validators};
+pub use tiered::{Lookup, Tier, TieredCache};

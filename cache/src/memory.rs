@@ -17,7 +17,7 @@ pub struct MemoryTier {
 
 /// moka weights are u32; an entry over 4 GiB is clamped (it would evict everything anyway).
 fn weigh(_key: &CacheKey, entry: &Entry) -> u32 {
-    let bytes = entry.meta.body_len + entry.meta.content_type.len() as u64 + ENTRY_OVERHEAD;
+    let bytes = entry.meta().body_len() + entry.meta().content_type.len() as u64 + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -70,10 +70,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::meta::EntryKind;
 
     fn entry(len: usize) -> Entry {
-        Entry::new(EntryKind::Image, "image/png".to_owned(), None, None, 0, 10, Bytes::from(vec![7u8; len]))
+        Entry::image("image/png", Bytes::from(vec![7u8; len]), 0, 10)
     }
 
     #[tokio::test]
@@ -96,7 +95,7 @@ mod tests {
         assert!(mem.get(&k).await.is_none());
         mem.insert(k, entry(10)).await;
         let got = mem.get(&k).await.expect("hit");
-        assert_eq!(got.body.len(), 10);
+        assert_eq!(got.body().len(), 10);
         mem.remove(&k).await;
         assert!(mem.get(&k).await.is_none());
     }

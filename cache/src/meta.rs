@@ -54,19 +54,41 @@ pub struct EntryMeta {
     pub stored_at: u64,
     /// Unix seconds: the entry is fresh while `now < expires_at`.
     pub expires_at: u64,
+    // Derived from the body, so private: only this crate computes them (from the body, or from a verified file),
+    // and an entry whose length or digest disagrees with its body cannot be built elsewhere.
+    body_len: u64,
+    body_sha256: [u8; 32],
+}
+
+impl EntryMeta {
     /// Length of the body in bytes.
-    pub body_len: u64,
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
     /// SHA-256 of the body.
-    pub body_sha256: [u8; 32],
+    pub fn body_sha256(&self) -> &[u8; 32] {
+        &self.body_sha256
+    }
 }
 
 /// One cache entry: shared metadata plus a reference-counted body (clones copy no bytes).
+///
+/// Built by name ([`Entry::image`], [`Entry::not_found`]); the fields are private so the metadata always
+/// describes the body it travels with.
 #[derive(Clone)]
 pub struct Entry {
-    /// Metadata, shared between clones.
-    pub meta: Arc<EntryMeta>,
-    /// The body bytes.
-    pub body: Bytes,
+    meta: Arc<EntryMeta>,
+    body: Bytes,
+}
+
+/// An upstream answer's validators, kept with an image so an expired copy can be revalidated conditionally.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`, verbatim.
+    pub etag: Option<String>,
+    /// `Last-Modified`, verbatim HTTP-date.
+    pub last_modified: Option<String>,
 }
 
 /// Why an on-disk entry was rejected; such files are deleted, never served.
@@ -86,21 +108,35 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 impl Entry {
-    /// Builds an entry, computing `body_len` and `body_sha256` from `body`.
-    pub fn new(
-        kind: EntryKind,
-        content_type: String,
-        etag: Option<String>,
-        last_modified: Option<String>,
-        stored_at: u64,
-        expires_at: u64,
-        body: Bytes,
-    ) -> Entry {
+    /// An image body of media type `content_type`, fetched (or made) at `stored_at` and fresh until `expires_at`
+    /// (Unix seconds), without validators; add upstream's with [`Entry::with_validators`].
+    pub fn image(content_type: impl Into<String>, body: Bytes, stored_at: u64, expires_at: u64) -> Entry {
+        Entry::build(EntryKind::Image, content_type.into(), stored_at, expires_at, body)
+    }
+
+    /// A remembered upstream 404/410 (empty body, no media type), stored at `stored_at` and answering until
+    /// `expires_at` (Unix seconds).
+    pub fn not_found(stored_at: u64, expires_at: u64) -> Entry {
+        Entry::build(EntryKind::NotFound, String::new(), stored_at, expires_at, Bytes::new())
+    }
+
+    /// The same entry carrying upstream's validators (replacing any it had).
+    #[must_use]
+    pub fn with_validators(mut self, validators: Validators) -> Entry {
+        // A freshly built entry is not shared yet, so this does not copy the metadata.
+        let meta = Arc::make_mut(&mut self.meta);
+        meta.etag = validators.etag;
+        meta.last_modified = validators.last_modified;
+        self
+    }
+
+    /// Computes `body_len` and `body_sha256` from `body`: the one place, besides `decode`, that fills them.
+    fn build(kind: EntryKind, content_type: String, stored_at: u64, expires_at: u64, body: Bytes) -> Entry {
         let meta = EntryMeta {
             kind,
             content_type,
-            etag,
-            last_modified,
+            etag: None,
+            last_modified: None,
             stored_at,
             expires_at,
             body_len: body.len() as u64,
@@ -109,28 +145,32 @@ impl Entry {
         Entry { meta: Arc::new(meta), body }
     }
 
+    /// The metadata (shared between clones).
+    pub fn meta(&self) -> &EntryMeta {
+        &self.meta
+    }
+
+    /// The body bytes (cloning them copies nothing).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// True while `now < expires_at`.
     pub fn is_fresh(&self, now: u64) -> bool {
         now < self.meta.expires_at
     }
 
-    /// The same body with new times, after a 304 revalidation; validators are replaced only
-    /// when the upstream sent new ones.
-    pub fn refreshed(
-        &self,
-        stored_at: u64,
-        expires_at: u64,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    ) -> Entry {
+    /// The same body with new times, after a 304 revalidation; each validator is replaced only
+    /// when the upstream sent a new one.
+    pub fn refreshed(&self, stored_at: u64, expires_at: u64, validators: Validators) -> Entry {
         let mut meta = EntryMeta::clone(&self.meta);
         meta.stored_at = stored_at;
         meta.expires_at = expires_at;
-        if etag.is_some() {
-            meta.etag = etag;
+        if validators.etag.is_some() {
+            meta.etag = validators.etag;
         }
-        if last_modified.is_some() {
-            meta.last_modified = last_modified;
+        if validators.last_modified.is_some() {
+            meta.last_modified = validators.last_modified;
         }
         Entry { meta: Arc::new(meta), body: self.body.clone() }
     }

@@ -7,15 +7,11 @@ fn key() -> CacheKey {
 }
 
 fn sample() -> Entry {
-    Entry::new(
-        EntryKind::Image,
-        "image/jpeg".to_owned(),
-        Some("\"abc\"".to_owned()),
-        Some("Wed, 21 Oct 2015 07:28:00 GMT".to_owned()),
-        1_000,
-        2_000,
-        Bytes::from_static(b"\xff\xd8 pretend jpeg body \xff\xd9"),
-    )
+    Entry::image("image/jpeg", Bytes::from_static(b"\xff\xd8 pretend jpeg body \xff\xd9"), 1_000, 2_000)
+        .with_validators(Validators {
+            etag: Some("\"abc\"".to_owned()),
+            last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".to_owned()),
+        })
 }
 
 fn encode_file(key: &CacheKey, entry: &Entry) -> Vec<u8> {
@@ -56,7 +52,7 @@ const GOOD_TAIL: &[u8] = b"\x03\x00abc\x00\x00";
 #[test]
 fn round_trip_with_and_without_validators() {
     let k = key();
-    for entry in [sample(), Entry::new(EntryKind::NotFound, String::new(), None, None, 5, 6, Bytes::new())] {
+    for entry in [sample(), Entry::not_found(5, 6)] {
         let file = Bytes::from(encode_file(&k, &entry));
         let back = decode(&k, file.clone()).expect("decodes");
         assert_eq!(*back.meta, *entry.meta);
@@ -164,7 +160,7 @@ fn freshness_refresh_and_etag_token() {
     let e = sample();
     assert!(e.is_fresh(1_999));
     assert!(!e.is_fresh(2_000));
-    let r = e.refreshed(3_000, 4_000, None, Some("new".to_owned()));
+    let r = e.refreshed(3_000, 4_000, Validators { etag: None, last_modified: Some("new".to_owned()) });
     assert_eq!(r.meta.stored_at, 3_000);
     assert_eq!(r.meta.expires_at, 4_000);
     assert_eq!(r.meta.etag, e.meta.etag);
@@ -175,4 +171,22 @@ fn freshness_refresh_and_etag_token() {
     assert!(t.starts_with('"') && t.ends_with('"'));
     assert_eq!(&t[1..33], &hex::encode(e.meta.body_sha256)[..32]);
     assert_eq!(e.meta.body_len, e.body.len() as u64);
+}
+
+#[test]
+fn named_constructors_derive_length_and_digest_from_the_body() {
+    let image = Entry::image("image/png", Bytes::from_static(b"png"), 7, 9);
+    assert_eq!(image.meta().kind, EntryKind::Image);
+    assert_eq!((image.meta().stored_at, image.meta().expires_at), (7, 9));
+    assert_eq!((image.meta().etag.as_deref(), image.meta().last_modified.as_deref()), (None, None));
+    assert_eq!(image.meta().body_len(), 3);
+    assert_eq!(image.meta().body_sha256(), &sha256(b"png"));
+    let validated = image.clone().with_validators(Validators { etag: Some("\"v\"".to_owned()), last_modified: None });
+    assert_eq!(validated.meta().etag.as_deref(), Some("\"v\""));
+    // The builder copies the shared metadata instead of changing the entry it came from.
+    assert_eq!(image.meta().etag, None);
+    let gone = Entry::not_found(7, 9);
+    assert_eq!(gone.meta().kind, EntryKind::NotFound);
+    assert_eq!((gone.meta().body_len(), gone.body().len()), (0, 0));
+    assert_eq!(gone.meta().content_type, "");
 }

@@ -1,16 +1,14 @@
-//! The tiered front: memory, then disk; stores to both; one fill per key at a time.
+//! The tiered front: memory, then disk; stores to both.
 //!
 //! Storage failures never surface as errors: a broken disk makes the service slower
 //! (memory-only), not down.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Semaphore;
 
-use crate::coalesce::Coalescer;
 use crate::disk::{DiskError, DiskTier};
 use crate::key::CacheKey;
 use crate::memory::MemoryTier;
@@ -41,26 +39,6 @@ pub enum Lookup {
     Miss,
 }
 
-/// Why a coalesced fill produced no value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FillError<E> {
-    /// The fill ran and returned this error (shared with every waiter).
-    Failed(E),
-    /// The fill task panicked or was cancelled before producing a result.
-    Aborted,
-}
-
-impl<E: fmt::Display> fmt::Display for FillError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FillError::Failed(e) => write!(f, "cache fill failed: {e}"),
-            FillError::Aborted => f.write_str("cache fill aborted"),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for FillError<E> {}
-
 struct Inner {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
@@ -68,7 +46,6 @@ struct Inner {
     /// Set on the first disk failure, cleared by the next successful write; logs only on
     /// transitions so a full or read-only disk does not flood the log.
     disk_degraded: AtomicBool,
-    coalescer: Coalescer,
 }
 
 impl Inner {
@@ -87,7 +64,7 @@ impl Inner {
     }
 }
 
-/// Memory over optional disk, with request coalescing. Cheap to clone; clones share state.
+/// Memory over optional disk. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct TieredCache {
     inner: Arc<Inner>,
@@ -112,7 +89,6 @@ impl TieredCache {
                 disk: disk.map(Arc::new),
                 write_permits: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
                 disk_degraded: AtomicBool::new(false),
-                coalescer: Coalescer::default(),
             }),
         }
     }
@@ -181,7 +157,7 @@ impl TieredCache {
             let Some(disk) = inner.disk.as_deref() else {
                 return;
             };
-            match entry.meta.kind {
+            match entry.meta().kind {
                 EntryKind::Image => match disk.write(&key, &entry) {
                     Ok(()) => inner.disk_ok(),
                     Err(e @ DiskError::Io { .. }) => inner.disk_failed("write", &e),
@@ -199,19 +175,5 @@ impl TieredCache {
         if let Ok(permits) = self.inner.write_permits.acquire_many(all).await {
             drop(permits);
         }
-    }
-
-    /// Request coalescing: while a fill for `key` is in flight, other callers do not run
-    /// their `fill`; they wait for the leader's result and get a clone of it. The fill runs
-    /// in a spawned task, so it completes even if the leading caller is dropped; a panic
-    /// gives every waiter `FillError::Aborted` and the next call starts afresh. Callers
-    /// should use one `T`/`E` per key; a mismatched type runs uncoalesced. Needs Tokio.
-    pub async fn fill_once<T, E, Fut>(&self, key: CacheKey, fill: impl FnOnce() -> Fut) -> Result<T, FillError<E>>
-    where
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Clone + Send + Sync + 'static,
-        E: Clone + Send + Sync + 'static,
-    {
-        self.inner.coalescer.run(key, fill).await
     }
 }

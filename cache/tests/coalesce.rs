@@ -1,19 +1,24 @@
-//! Request coalescing through `TieredCache::fill_once`: one fill per key, shared results,
+//! Request coalescing through `Coalescer::fill_once`: one fill per key, shared results,
 //! and the leader-dropped and leader-panicked paths.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mirage_cache::{CacheKey, FillError, MemoryTier, TieredCache};
+use mirage_cache::{CacheKey, Coalescer, FillError};
 use tokio::sync::Notify;
 
 fn key(i: u32) -> CacheKey {
     CacheKey::from_parts(&[b"coalesce-test", &i.to_le_bytes()])
 }
 
-fn cache() -> TieredCache {
-    TieredCache::new(MemoryTier::new(1 << 20), None)
+/// A coalescer for one test, typed by what that test's fills return.
+fn coalescer<T, E>() -> Coalescer<T, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
+    Coalescer::new()
 }
 
 /// Polls until `cond` holds, failing the test after a couple of seconds.
@@ -29,7 +34,7 @@ async fn wait_until(cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_callers_one_fill() {
-    let cache = cache();
+    let cache = coalescer();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -56,7 +61,7 @@ async fn fifty_callers_one_fill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_leader_still_completes_for_waiters() {
-    let cache = cache();
+    let cache = coalescer();
     let calls = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());
     let leader = {
@@ -98,7 +103,7 @@ fn explode() -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_fill_aborts_waiters_and_next_call_retries() {
-    let cache = cache();
+    let cache = coalescer();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..5 {
@@ -123,7 +128,7 @@ async fn panicking_fill_aborts_waiters_and_next_call_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_shared_but_not_cached() {
-    let cache = cache();
+    let cache = coalescer();
     let calls = Arc::new(AtomicUsize::new(0));
     let run = |value: Result<u32, String>| {
         let (cache, calls) = (cache.clone(), Arc::clone(&calls));
@@ -149,7 +154,7 @@ async fn errors_are_shared_but_not_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn different_keys_fill_independently() {
-    let cache = cache();
+    let cache = coalescer();
     let gate = Arc::new(Notify::new());
     let blocked = {
         let (cache, gate) = (cache.clone(), Arc::clone(&gate));
@@ -175,7 +180,7 @@ async fn different_keys_fill_independently() {
 async fn dropped_lone_leader_fill_still_runs_to_completion() {
     // With no waiters left, the fill must still finish (so its side effects, such as storing
     // the fetched image, happen) and a later caller must not join a dead fill.
-    let cache = cache();
+    let cache = coalescer();
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());

@@ -5,22 +5,15 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mirage_cache::{CacheKey, DiskTier, Entry, EntryKind};
+use mirage_cache::{CacheKey, DiskTier, Entry, Validators};
 
 fn key(i: u32) -> CacheKey {
     CacheKey::from_parts(&[b"disk-test", &i.to_le_bytes()])
 }
 
 fn entry(len: usize, fill: u8) -> Entry {
-    Entry::new(
-        EntryKind::Image,
-        "image/webp".to_owned(),
-        Some("\"v1\"".to_owned()),
-        None,
-        10,
-        20,
-        Bytes::from(vec![fill; len]),
-    )
+    Entry::image("image/webp", Bytes::from(vec![fill; len]), 10, 20)
+        .with_validators(Validators { etag: Some("\"v1\"".to_owned()), last_modified: None })
 }
 
 /// Every regular file under the shard directories, as (path, size).
@@ -56,8 +49,8 @@ fn write_read_round_trip() {
     assert_eq!(disk.total_bytes(), fs::metadata(&path).unwrap().len());
     assert_eq!(disk.entry_count(), 1);
     let back = disk.read(&key(1)).unwrap().expect("hit");
-    assert_eq!(*back.meta, *e.meta);
-    assert_eq!(back.body, e.body);
+    assert_eq!(back.meta(), e.meta());
+    assert_eq!(back.body(), e.body());
     assert!(disk.read(&key(2)).unwrap().is_none());
     // No temp files left behind by a successful write.
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
@@ -105,7 +98,7 @@ fn reopen_rebuilds_index_and_keeps_entries() {
     assert_eq!(disk.total_bytes(), bytes);
     for i in 0..7 {
         let e = disk.read(&key(i)).unwrap().expect("kept across reopen");
-        assert_eq!(e.body.len(), 500 + i as usize);
+        assert_eq!(e.body().len(), 500 + i as usize);
     }
 }
 

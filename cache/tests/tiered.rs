@@ -3,18 +3,18 @@
 use std::fs;
 
 use bytes::Bytes;
-use mirage_cache::{CacheKey, DiskTier, Entry, EntryKind, Lookup, MemoryTier, Tier, TieredCache};
+use mirage_cache::{CacheKey, Coalescer, DiskTier, Entry, Lookup, MemoryTier, Tier, TieredCache};
 
 fn key(i: u32) -> CacheKey {
     CacheKey::from_parts(&[b"tiered-test", &i.to_le_bytes()])
 }
 
 fn image(expires_at: u64) -> Entry {
-    Entry::new(EntryKind::Image, "image/jpeg".to_owned(), None, None, 0, expires_at, Bytes::from_static(b"jpeg bytes"))
+    Entry::image("image/jpeg", Bytes::from_static(b"jpeg bytes"), 0, expires_at)
 }
 
 fn not_found() -> Entry {
-    Entry::new(EntryKind::NotFound, "text/plain".to_owned(), None, None, 0, 100, Bytes::new())
+    Entry::not_found(0, 100)
 }
 
 fn cache_at(root: &std::path::Path) -> TieredCache {
@@ -36,7 +36,9 @@ fn tiered_cache_is_send_sync_and_fill_once_is_send() {
     fn send<T: Send>(_: &T) {}
     send_sync::<TieredCache>();
     let cache = TieredCache::new(MemoryTier::new(1024), None);
-    let fut = cache.fill_once(key(0), || async { Ok::<u8, ()>(1) });
+    send_sync::<Coalescer<u8, ()>>();
+    let coalescer = Coalescer::new();
+    let fut = coalescer.fill_once(key(0), || async { Ok::<u8, ()>(1) });
     send(&fut);
     let k = key(0);
     let lookup = cache.lookup(&k, 0);
@@ -61,7 +63,7 @@ async fn disk_hit_is_promoted_to_memory() {
     let second = cache.lookup(&key(1), 50).await;
     assert_eq!(tier_of(&second), Some((true, Tier::Memory)));
     if let Lookup::Fresh(e, _) = second {
-        assert_eq!(&e.body[..], b"jpeg bytes");
+        assert_eq!(&e.body()[..], b"jpeg bytes");
     }
     assert_eq!(tier_of(&cache.lookup(&key(2), 50).await), None);
 }

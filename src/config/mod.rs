@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
+use crate::freshness::{Clock, FreshnessPolicy};
 use crate::request::TransformOptions;
 use crate::signing::{SigningKey, SigningPolicy};
 use crate::transform::Limits;
@@ -311,21 +312,6 @@ pub struct PipelineArgs {
     pub max_inflight_fetches: usize,
 }
 
-/// Freshness rules for cached upstream responses.
-#[derive(Debug, Clone)]
-pub struct FreshnessPolicy {
-    /// Lower clamp of the upstream lifetime.
-    pub min_ttl: Duration,
-    /// Upper clamp of the upstream lifetime.
-    pub max_ttl: Duration,
-    /// Lifetime when upstream gives none.
-    pub default_ttl: Duration,
-    /// How long past expiry a stale entry may answer when upstream fails.
-    pub stale_if_error: Duration,
-    /// Lifetime of a remembered upstream 404/410.
-    pub negative_ttl: Duration,
-}
-
 /// Where and how much to cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -361,6 +347,8 @@ pub struct PipelineConfig {
     pub max_inflight_fetches: usize,
     /// Signed URLs: which keys verify and whether a signature is required (`serve` only; off otherwise).
     pub signing: SigningPolicy,
+    /// The time freshness is judged by: the system clock, except in tests that move time by hand.
+    pub clock: Clock,
 }
 
 /// The validated configuration of the service.
@@ -471,6 +459,7 @@ impl PipelineArgs {
             },
             max_inflight_fetches: self.max_inflight_fetches,
             signing: SigningPolicy::default(),
+            clock: Clock::system(),
         })
     }
 }

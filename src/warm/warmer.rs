@@ -215,7 +215,7 @@ impl Backend {
                 Ok(served) => match served.cache_status {
                     CacheStatus::HitMemory | CacheStatus::HitDisk => Attempt::Cached,
                     CacheStatus::Miss | CacheStatus::Revalidated if served.cacheable => {
-                        Attempt::Warmed(served.entry.body.len() as u64)
+                        Attempt::Warmed(served.entry.body().len() as u64)
                     }
                     // Upstream said no-store: served, but nothing was kept.
                     CacheStatus::Miss | CacheStatus::Revalidated => Attempt::failed(FailureReason::NotCacheable, false),
