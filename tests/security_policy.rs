@@ -15,8 +15,6 @@ use clap::Parser;
 use common::{Proxy, Reply, Route, Upstream, client, get, photo};
 use mirage::fetch::{LookupFuture, NameLookup};
 use mirage::signing::SigningKey;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const IMAGE: &str = "/qupost/img/2022/02/28/4e7cb326c1d77bee6e18452d400abd1b.jpeg";
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -91,55 +89,45 @@ impl NameLookup for EverythingIsLoopback {
 }
 
 /// The proxy as `Proxy::local` starts it, but resolving names with `EverythingIsLoopback`.
-async fn start_with_fake_dns(dir: &std::path::Path, flags: &[&str]) -> (std::net::SocketAddr, oneshot::Sender<()>) {
-    let mut argv = vec!["serve", "--listen", "127.0.0.1:0", "--cache-dir", dir.to_str().unwrap()];
-    argv.extend_from_slice(&["--allow-private-networks"]);
-    argv.extend_from_slice(flags);
-    let mut config = mirage::config::ServeArgs::try_parse_from(&argv).unwrap().into_config().unwrap();
-    config.pipeline.fetch.name_lookup = Arc::new(EverythingIsLoopback);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(mirage::server::serve(listener, config, async {
-        let _ = rx.await;
-    }));
-    (addr, tx)
+async fn local_with_fake_dns(dir: &std::path::Path, flags: &[&str]) -> Proxy {
+    Proxy::local_with(dir, flags, |config| config.pipeline.fetch.name_lookup = Arc::new(EverythingIsLoopback)).await
 }
 
 #[tokio::test]
 async fn wildcard_matches_subdomains_at_any_depth_but_not_the_apex() {
     let upstream = upstream_with_image().await;
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = start_with_fake_dns(dir.path(), &["--allow-host", "*.1SAPP.com"]).await;
+    let proxy = local_with_fake_dns(dir.path(), &["--allow-host", "*.1SAPP.com"]).await;
     let client = client();
-    let proxied = |target: String| format!("http://{addr}/?{target}");
 
     for host in ["static.1sapp.com", "a.b.static.1sapp.com", "Static.1sapp.com."] {
-        let reply = get(&client, &proxied(url_via(&upstream, host, IMAGE))).await;
+        let reply = get(&client, &proxy.url(&url_via(&upstream, host, IMAGE))).await;
         assert_eq!(reply.status, 200, "{host}: {:?}", reply.body);
     }
     let contacted = upstream.connections();
     for host in ["1sapp.com", "static.1sapp.com.evil.example", "evil1sapp.com"] {
-        let reply = get(&client, &proxied(url_via(&upstream, host, "/refused.jpg"))).await;
+        let reply = get(&client, &proxy.url(&url_via(&upstream, host, "/refused.jpg"))).await;
         assert_refused(&reply, 403, "not in the server's allowed hosts", host);
     }
     assert_eq!(upstream.connections(), contacted, "refused hosts were contacted");
     assert_eq!(upstream.hits("/refused.jpg"), 0);
+    proxy.stop().await;
 }
 
 #[tokio::test]
 async fn idna_pattern_matches_the_punycode_host() {
     let upstream = upstream_with_image().await;
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = start_with_fake_dns(dir.path(), &["--deny-host", "bücher.example"]).await;
+    let proxy = local_with_fake_dns(dir.path(), &["--deny-host", "bücher.example"]).await;
     let client = client();
     for host in ["xn--bcher-kva.example", "XN--BCHER-KVA.example", "b%C3%BCcher.example"] {
-        let reply = get(&client, &format!("http://{addr}/?{}", url_via(&upstream, host, "/x.jpg"))).await;
+        let reply = get(&client, &proxy.url(&url_via(&upstream, host, "/x.jpg"))).await;
         assert_refused(&reply, 403, "denied", host);
     }
-    let other = get(&client, &format!("http://{addr}/?{}", url_via(&upstream, "buecher.example", IMAGE))).await;
+    let other = get(&client, &proxy.url(&url_via(&upstream, "buecher.example", IMAGE))).await;
     assert_eq!(other.status, 200);
     assert_eq!(upstream.hits("/x.jpg"), 0);
+    proxy.stop().await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Proxy, Reply, Route, Upstream, client, get, photo, send};
+use common::{Proxy, Reply, Route, Upstream, client, get, photo, png_chunk, send};
 use image::{DynamicImage, ImageFormat as Codec, Rgb, RgbImage, Rgba, RgbaImage};
 use mirage::sniff::ImageFormat;
 
@@ -75,28 +75,6 @@ fn assert_rgb_near(image: &DynamicImage, (x, y): (u32, u32), expected: [u8; 3], 
     let pixel = image.to_rgb8().get_pixel(x, y).0;
     let close = pixel.iter().zip(expected).all(|(&got, want)| got.abs_diff(want) <= 12);
     assert!(close, "{what}: pixel ({x},{y}) is {pixel:?}, expected about {expected:?}");
-}
-
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut chunk = Vec::with_capacity(12 + data.len());
-    chunk.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
-    chunk.extend_from_slice(kind);
-    chunk.extend_from_slice(data);
-    let crc = crc32(&chunk[4..]);
-    chunk.extend_from_slice(&crc.to_be_bytes());
-    chunk
-}
-
-/// CRC-32 (IEEE, reflected, as PNG uses), bit by bit: only a few bytes go through it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFF_u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// A well-formed PNG header claiming `width` x `height` RGBA pixels, with no pixel data worth the name.

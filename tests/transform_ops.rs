@@ -1,8 +1,11 @@
 //! Black-box tests of `mirage::transform`: every option and fit mode on fixtures built in memory (a 400x300
 //! image with four solid quadrants), output formats by magic bytes, EXIF orientation, limits and hostile input.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{photo, png_chunk};
 use image::{DynamicImage, RgbaImage};
 use mirage::request::TransformOptions;
 use mirage::sniff::ImageFormat;
@@ -320,10 +323,6 @@ fn dpr_multiplies_the_requested_size() {
     assert_eq!((encoded.width, encoded.height), (75, 75));
 }
 
-fn photo() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/photo-500x355.jpg")).expect("photo fixture")
-}
-
 #[test]
 fn quality_changes_the_size() {
     let photo = photo();
@@ -365,24 +364,6 @@ fn blur_softens_and_sharpen_crisps() {
     let edge = decode(&run(&quadrants_png(), "blur=4", OutputFormat::Png).bytes);
     let mixed = rgb_at(&edge, 199, 75);
     assert!((100..200).contains(&mixed[0]) && (60..200).contains(&mixed[1]), "{mixed:?}");
-}
-
-/// CRC-32 (IEEE), enough to forge valid PNG chunks.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(data.len()).expect("small chunk").to_be_bytes();
-    let crc = crc32(&[&kind[..], data].concat()).to_be_bytes();
-    [&length[..], kind, data, &crc].concat()
 }
 
 #[test]

@@ -2,13 +2,12 @@
 //! computed here from a full-size decode (by `image`, a different JPEG decoder), scored by PSNR. The bar is
 //! checked to fail for the two classic bugs: a red/blue channel swap and a nearest-neighbour resize.
 
+mod common;
+
+use common::photo;
 use image::RgbImage;
 use mirage::request::TransformOptions;
 use mirage::transform::{self, Limits, OutputFormat};
-
-fn photo() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/photo-500x355.jpg")).expect("photo fixture")
-}
 
 fn lanczos3(x: f64) -> f64 {
     if x == 0.0 {

@@ -1,8 +1,11 @@
 //! Shared harness of the black-box tests: a scriptable loopback upstream with hit counters and switchable
-//! faults, the real proxy started in-process on `127.0.0.1:0`, and a plain HTTP client.
+//! faults, the real proxy started in-process on `127.0.0.1:0`, and a plain HTTP client; `raw` has the
+//! byte-level origin and client for misbehaviour hyper will not produce.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
+
+pub mod raw;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,6 +37,25 @@ pub fn fixture(name: &str) -> Bytes {
 /// The 500x355 photo of the seed article (42 342 bytes).
 pub fn photo() -> Bytes {
     fixture("photo-500x355.jpg")
+}
+
+/// One PNG chunk: length, type, data and CRC, so tests can forge headers (bombs, odd chunks) byte by byte.
+pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(data.len()).expect("small chunk").to_be_bytes();
+    let crc = crc32(&[&kind[..], data].concat()).to_be_bytes();
+    [&length[..], kind, data, &crc].concat()
+}
+
+/// CRC-32 (IEEE, reflected, as PNG uses), bit by bit: only a few bytes go through it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFF_u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -330,10 +352,17 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy configured exactly as `mirage serve --listen 127.0.0.1:0 {flags}` would be.
     pub async fn start(flags: &[&str]) -> Proxy {
+        Proxy::start_with(flags, |_| {}).await
+    }
+
+    /// Starts the proxy as `start` does, then lets `tweak` adjust the configuration before serving: for what
+    /// no flag can express, such as a fake DNS (`config.pipeline.fetch.name_lookup`).
+    pub async fn start_with(flags: &[&str], tweak: impl FnOnce(&mut mirage::config::Config)) -> Proxy {
         let mut argv = vec!["serve", "--listen", "127.0.0.1:0"];
         argv.extend_from_slice(flags);
         let args = mirage::config::ServeArgs::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let config = args.into_config().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut config = args.into_config().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -345,10 +374,15 @@ impl Proxy {
 
     /// The proxy with a disk cache in `dir`, allowed to reach loopback upstreams, plus `flags`.
     pub async fn local(dir: &Path, flags: &[&str]) -> Proxy {
+        Proxy::local_with(dir, flags, |_| {}).await
+    }
+
+    /// `local`, with the configuration adjusted by `tweak` as in `start_with`.
+    pub async fn local_with(dir: &Path, flags: &[&str], tweak: impl FnOnce(&mut mirage::config::Config)) -> Proxy {
         let dir = dir.to_str().unwrap();
         let mut all = vec!["--cache-dir", dir, "--allow-private-networks"];
         all.extend_from_slice(flags);
-        Proxy::start(&all).await
+        Proxy::start_with(&all, tweak).await
     }
 
     /// `http://PROXY/?{target}`.

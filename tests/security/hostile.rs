@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get, photo};
+use crate::common::raw::{RawUpstream, ok, path_of};
+use crate::common::{Proxy, client, get, photo, png_chunk};
 use crate::limits::gif_with_frames;
-use crate::support::{RawUpstream, TweakedProxy, ok, png_chunk};
 
 /// A valid 1x1 RGBA PNG with `extra` ancillary chunks of `kind` between IHDR and IDAT.
 fn png_with_chunks(width: u32, height: u32, extra: usize) -> Vec<u8> {
@@ -55,12 +55,12 @@ async fn hostile_images_get_clear_errors_fast() {
     let table: Arc<Vec<(String, String, Vec<u8>)>> =
         Arc::new(cases.iter().map(|(p, t, b, _)| (p.to_string(), t.to_string(), b.clone())).collect());
     let upstream = RawUpstream::start(move |head| {
-        let path = head.split_whitespace().nth(1).unwrap_or("");
+        let path = path_of(head);
         let (_, content_type, body) = table.iter().find(|(p, _, _)| p == path).expect("known path");
         ok(content_type, body)
     })
     .await;
-    let proxy = TweakedProxy::start(&["--allow-private-networks"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks"]).await;
     let client = client();
     for (path, _, _, status) in &cases {
         let started = Instant::now();
@@ -82,7 +82,7 @@ async fn png_with_fifty_thousand_chunks_is_handled_fast() {
     let deep = png_with_chunks(1, 1, 50_000);
     assert!(deep.len() > 500_000);
     let upstream = RawUpstream::start(move |_| ok("image/png", &deep)).await;
-    let proxy = TweakedProxy::start(&["--allow-private-networks"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks"]).await;
     let started = Instant::now();
     let reply = get(&client(), &format!("http://{}/w=10,f=png/?{}", proxy.addr, upstream.url("/deep.png"))).await;
     let elapsed = started.elapsed();

@@ -8,13 +8,13 @@ use std::time::Duration;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, Rgba, RgbaImage};
 
-use crate::common::{client, get};
-use crate::support::{RawUpstream, TweakedProxy, ok, raw_exchange, raw_status};
+use crate::common::raw::{RawUpstream, ok, raw_exchange, raw_status};
+use crate::common::{Proxy, client, get};
 
 #[tokio::test]
 async fn uri_longer_than_the_limit_is_414_without_fetching() {
     let recorder = RawUpstream::recorder().await;
-    let proxy = TweakedProxy::start(&["--allow-private-networks", "--max-uri-bytes", "200"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks", "--max-uri-bytes", "200"]).await;
     let client = client();
     let long = recorder.url(&format!("/{}.jpg", "a".repeat(300)));
     let reply = get(&client, &proxy.url(&long)).await;
@@ -29,7 +29,7 @@ async fn uri_longer_than_the_limit_is_414_without_fetching() {
 
 #[tokio::test]
 async fn default_uri_limit_is_8_kib() {
-    let proxy = TweakedProxy::start(&[], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache"]).await;
     let target = format!("http://example.com/{}", "b".repeat(9000));
     let reply = get(&client(), &proxy.url(&target)).await;
     assert_eq!(reply.status, 414);
@@ -38,7 +38,7 @@ async fn default_uri_limit_is_8_kib() {
 
 #[tokio::test]
 async fn request_head_over_the_limit_is_431() {
-    let proxy = TweakedProxy::start(&["--max-request-bytes", "8KiB"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--max-request-bytes", "8KiB"]).await;
     let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fill: {}\r\n\r\n", "f".repeat(9000));
     let (response, closed, _) = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(raw_status(&response), 431, "{}", String::from_utf8_lossy(&response));
@@ -52,7 +52,7 @@ async fn request_head_over_the_limit_is_431() {
 
 #[tokio::test]
 async fn more_than_100_headers_is_431() {
-    let proxy = TweakedProxy::start(&[], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache"]).await;
     let mut request = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
     for n in 0..150 {
         request.push_str(&format!("X-H{n}: v\r\n"));
@@ -93,7 +93,7 @@ async fn gif_with_more_frames_than_max_frames_is_413() {
         if head.starts_with("GET /over.gif") { ok("image/gif", &over) } else { ok("image/gif", &under) }
     })
     .await;
-    let proxy = TweakedProxy::start(&["--allow-private-networks", "--max-frames", "5"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks", "--max-frames", "5"]).await;
     let client = client();
     let variant = |path: &str| format!("http://{}/w=2,f=gif/?{}", proxy.addr, upstream.url(path));
     let reply = get(&client, &variant("/over.gif")).await;
@@ -109,7 +109,7 @@ async fn gif_with_more_frames_than_max_frames_is_413() {
 #[tokio::test]
 async fn output_over_max_output_pixels_is_413_before_decoding() {
     let upstream = RawUpstream::start(|_| ok("image/gif", &gif_with_frames(1))).await;
-    let proxy = TweakedProxy::start(&["--allow-private-networks", "--max-output-pixels", "10000"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks", "--max-output-pixels", "10000"]).await;
     let client = client();
     let reply = get(&client, &format!("http://{}/w=200,h=200,fit=fill/?{}", proxy.addr, upstream.url("/a.gif"))).await;
     let text = String::from_utf8_lossy(&reply.body);

@@ -12,5 +12,4 @@ mod props;
 mod rebinding;
 mod slowloris;
 mod ssrf;
-mod support;
 mod upstreams;

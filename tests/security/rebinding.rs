@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mirage::fetch::{LookupFuture, NameLookup};
 
-use crate::common::{client, get};
-use crate::support::{RawUpstream, TweakedProxy, can_bind, ok};
+use crate::common::raw::{RawUpstream, can_bind, header_in, ok, redirect};
+use crate::common::{Proxy, client, get};
 
 const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
 
@@ -28,6 +28,12 @@ const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
 struct FakeDns {
     script: Vec<Vec<IpAddr>>,
     lookups: AtomicUsize,
+}
+
+impl FakeDns {
+    fn new(script: Vec<Vec<IpAddr>>) -> Arc<FakeDns> {
+        Arc::new(FakeDns { script, lookups: AtomicUsize::new(0) })
+    }
 }
 
 impl NameLookup for FakeDns {
@@ -40,6 +46,15 @@ impl NameLookup for FakeDns {
         };
         Box::pin(async move { answer })
     }
+}
+
+/// The proxy allowed to reach 127.0.0.2 only, resolving names with `dns`.
+async fn proxy_resolving_with(dns: &Arc<FakeDns>) -> Proxy {
+    let lookup: Arc<dyn NameLookup> = dns.clone();
+    Proxy::start_with(&["--no-disk-cache", "--allow-net", "127.0.0.2/32"], move |config| {
+        config.pipeline.fetch.name_lookup = lookup;
+    })
+    .await
 }
 
 fn v4(last: u8) -> IpAddr {
@@ -67,12 +82,8 @@ async fn dns_rebinding_between_requests_cannot_reach_a_forbidden_address() {
         eprintln!("127.0.0.2 cannot be bound here (or no shared port was free); skipping");
         return;
     };
-    let dns = Arc::new(FakeDns { script: vec![vec![v4(2)], vec![v4(1)]], lookups: AtomicUsize::new(0) });
-    let lookup: Arc<dyn NameLookup> = dns.clone();
-    let proxy = TweakedProxy::start(&["--allow-net", "127.0.0.2/32"], move |config| {
-        config.pipeline.fetch.name_lookup = lookup;
-    })
-    .await;
+    let dns = FakeDns::new(vec![vec![v4(2)], vec![v4(1)]]);
+    let proxy = proxy_resolving_with(&dns).await;
     let client = client();
     let port = allowed.addr.port();
 
@@ -104,12 +115,8 @@ async fn an_answer_mixing_allowed_and_forbidden_addresses_is_refused_whole() {
         eprintln!("127.0.0.2 cannot be bound here; skipping");
         return;
     };
-    let dns = Arc::new(FakeDns { script: vec![vec![v4(2), v4(1)]], lookups: AtomicUsize::new(0) });
-    let lookup: Arc<dyn NameLookup> = dns.clone();
-    let proxy = TweakedProxy::start(&["--allow-net", "127.0.0.2/32"], move |config| {
-        config.pipeline.fetch.name_lookup = lookup;
-    })
-    .await;
+    let dns = FakeDns::new(vec![vec![v4(2), v4(1)]]);
+    let proxy = proxy_resolving_with(&dns).await;
     let reply = get(&client(), &proxy.url(&format!("http://rebind.test:{}/a.gif", allowed.addr.port()))).await;
     assert_eq!(reply.status, 403, "{:?}", reply.body);
     assert_eq!(allowed.connections() + forbidden.connections(), 0);
@@ -126,16 +133,9 @@ async fn a_redirect_back_to_a_rebound_name_is_refused() {
     }
     let mut pair = None;
     for _ in 0..20 {
-        let first = RawUpstream::bind("127.0.0.2:0".parse().unwrap(), |head| {
-            let port = head
-                .lines()
-                .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
-                .and_then(|h| h.trim().rsplit(':').next().map(str::to_owned))
-                .unwrap_or_default();
-            vec![crate::support::Step::Write(crate::support::head(
-                "302 Found",
-                &[("Location", &format!("http://rebind.test:{port}/next.gif")), ("Content-Length", "0")],
-            ))]
+        let first = RawUpstream::bind("127.0.0.2:0".parse().unwrap(), |request| {
+            let port = header_in(request, "host").and_then(|host| host.rsplit(':').next()).unwrap_or_default();
+            redirect("302 Found", &format!("http://rebind.test:{port}/next.gif"))
         })
         .await
         .expect("bind 127.0.0.2");
@@ -149,12 +149,8 @@ async fn a_redirect_back_to_a_rebound_name_is_refused() {
         eprintln!("no shared port was free; skipping");
         return;
     };
-    let dns = Arc::new(FakeDns { script: vec![vec![v4(2)], vec![v4(1)]], lookups: AtomicUsize::new(0) });
-    let lookup: Arc<dyn NameLookup> = dns.clone();
-    let proxy = TweakedProxy::start(&["--allow-net", "127.0.0.2/32"], move |config| {
-        config.pipeline.fetch.name_lookup = lookup;
-    })
-    .await;
+    let dns = FakeDns::new(vec![vec![v4(2)], vec![v4(1)]]);
+    let proxy = proxy_resolving_with(&dns).await;
     let reply = get(&client(), &proxy.url(&format!("http://rebind.test:{}/start.gif", first.addr.port()))).await;
     assert_eq!(reply.status, 403, "{:?}", reply.body);
     assert_eq!(first.connections(), 1);

@@ -7,12 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TweakedProxy, raw_exchange, raw_status};
+use crate::common::Proxy;
+use crate::common::raw::{raw_exchange, raw_status};
 
 const TIMEOUT: &str = "1s";
 
 /// Sends `bytes` and waits; returns when the server closed the connection, or panics after 5 s.
-async fn closed_after(proxy: &TweakedProxy, bytes: &[u8]) -> Duration {
+async fn closed_after(proxy: &Proxy, bytes: &[u8]) -> Duration {
     let (_, closed, elapsed) = raw_exchange(proxy.addr, bytes, Duration::from_secs(5)).await;
     assert!(closed, "the server kept a connection open for 5 s after {:?}", String::from_utf8_lossy(bytes));
     elapsed
@@ -20,7 +21,7 @@ async fn closed_after(proxy: &TweakedProxy, bytes: &[u8]) -> Duration {
 
 #[tokio::test]
 async fn partial_request_line_is_closed_after_the_header_read_timeout() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT]).await;
     let elapsed = closed_after(&proxy, b"GET /?http://example.com/a.jpg HT").await;
     assert!(elapsed >= Duration::from_millis(900), "closed too early: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
@@ -29,7 +30,7 @@ async fn partial_request_line_is_closed_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn partial_headers_are_closed_after_the_header_read_timeout() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT]).await;
     let elapsed = closed_after(&proxy, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n").await;
     assert!((Duration::from_millis(900)..Duration::from_secs(3)).contains(&elapsed), "{elapsed:?}");
     proxy.stop().await;
@@ -37,7 +38,7 @@ async fn partial_headers_are_closed_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn silent_connection_is_closed_after_the_header_read_timeout() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT]).await;
     let elapsed = closed_after(&proxy, b"").await;
     assert!((Duration::from_millis(900)..Duration::from_secs(3)).contains(&elapsed), "{elapsed:?}");
     proxy.stop().await;
@@ -45,7 +46,7 @@ async fn silent_connection_is_closed_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_is_refused_not_held_open() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT]).await;
     let elapsed = closed_after(&proxy, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     let elapsed = closed_after(&proxy, b"PRI * HTTP/2.0\r\n").await;
@@ -55,7 +56,7 @@ async fn http2_prior_knowledge_is_refused_not_held_open() {
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT]).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut got = Vec::new();
@@ -79,7 +80,7 @@ async fn idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
 /// only until the silent one is dropped.
 #[tokio::test]
 async fn a_silent_client_cannot_starve_the_connection_slots() {
-    let proxy = TweakedProxy::start(&["--header-read-timeout", TIMEOUT, "--max-connections", "1"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--header-read-timeout", TIMEOUT, "--max-connections", "1"]).await;
     let _silent = TcpStream::connect(proxy.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get};
-use crate::support::{RawUpstream, TweakedProxy};
+use crate::common::raw::{RawUpstream, ok};
+use crate::common::{Proxy, client, get};
 
 /// Every way of writing "this machine" that a URL parser or resolver accepts. All must be refused; the
 /// listener on 127.0.0.1:PORT proves none got through.
@@ -12,7 +12,7 @@ use crate::support::{RawUpstream, TweakedProxy};
 async fn every_spelling_of_loopback_is_403_and_never_connected() {
     let recorder = RawUpstream::recorder().await;
     let port = recorder.addr.port();
-    let proxy = TweakedProxy::start(&[], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache"]).await;
     let client = client();
     let spellings = [
         format!("http://127.0.0.1:{port}/a.jpg"),
@@ -59,7 +59,7 @@ async fn every_spelling_of_loopback_is_403_and_never_connected() {
 #[tokio::test]
 async fn non_public_ranges_are_403_before_connecting() {
     // A 30 s connect timeout: had the proxy tried to connect to these, the answer could not be this fast.
-    let proxy = TweakedProxy::start(&["--connect-timeout", "30s"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--connect-timeout", "30s"]).await;
     let client = client();
     let cases = [
         ("http://100.64.0.1/a.jpg", "carrier-grade NAT"),
@@ -100,10 +100,9 @@ async fn non_public_ranges_are_403_before_connecting() {
 /// `--allow-net` opens exactly the range it names: 127.0.0.1/32 open, the rest of loopback still closed.
 #[tokio::test]
 async fn allow_net_opens_only_its_range() {
-    let upstream =
-        RawUpstream::start(|_| crate::support::ok("image/gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")).await;
+    let upstream = RawUpstream::start(|_| ok("image/gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")).await;
     let port = upstream.addr.port();
-    let proxy = TweakedProxy::start(&["--allow-net", "127.0.0.1/32"], |_| {}).await;
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-net", "127.0.0.1/32"]).await;
     let client = client();
     let open = get(&client, &proxy.url(&format!("http://127.0.0.1:{port}/a.gif"))).await;
     assert_eq!(open.status, 200, "{:?}", open.body);

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get, photo};
-use crate::support::{RawUpstream, Step, TweakedProxy, head};
+use crate::common::raw::{RawUpstream, Step, head};
+use crate::common::{Proxy, client, get, photo};
 
 fn flags() -> Vec<&'static str> {
-    vec!["--allow-private-networks", "--fetch-timeout", "1s", "--connect-timeout", "1s"]
+    vec!["--no-disk-cache", "--allow-private-networks", "--fetch-timeout", "1s", "--connect-timeout", "1s"]
 }
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn trickling_body_is_504_at_the_fetch_timeout_and_the_server_stays_respons
         ]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let client = client();
     let started = Instant::now();
     let slow = tokio::spawn({
@@ -50,7 +50,7 @@ async fn upstream_that_never_closes_is_504() {
         vec![Step::Write(bytes), Step::Sleep(Duration::from_secs(60))]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let started = Instant::now();
     let reply = get(&client(), &proxy.url(&upstream.url("/hang.jpg"))).await;
     assert_eq!(reply.status, 504, "{:?}", reply.body);
@@ -66,7 +66,7 @@ async fn body_shorter_than_its_content_length_is_502() {
         vec![Step::Write(bytes)]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let reply = get(&client(), &proxy.url(&upstream.url("/short.jpg"))).await;
     assert_eq!(reply.status, 502, "{:?}", reply.body);
     proxy.stop().await;
@@ -82,7 +82,7 @@ async fn body_longer_than_its_content_length_is_cut_at_the_declaration() {
         vec![Step::Write(bytes)]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let reply = get(&client(), &proxy.url(&upstream.url("/long.jpg"))).await;
     if reply.status == 200 {
         assert_eq!(reply.body.len(), 50, "served more than the declared length");
@@ -108,7 +108,7 @@ async fn gzip_bomb_is_never_inflated_and_is_415() {
         vec![Step::Write(bytes)]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let client = client();
     for url in
         [proxy.url(&upstream.url("/bomb.png")), format!("http://{}/w=100/?{}", proxy.addr, upstream.url("/bomb2.png"))]
@@ -147,7 +147,7 @@ async fn content_encoding_is_not_applied_to_image_bytes() {
         vec![Step::Write(bytes)]
     })
     .await;
-    let proxy = TweakedProxy::start(&flags(), |_| {}).await;
+    let proxy = Proxy::start(&flags()).await;
     let reply = get(&client(), &proxy.url(&upstream.url("/photo.jpg"))).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert!(reply.body == photo());
