@@ -80,7 +80,8 @@ impl Error {
             Error::BadRequest(RequestError::Options(_) | RequestError::OptionsEncoding) => {
                 (StatusCode::BAD_REQUEST, "bad_options")
             }
-            Error::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            // The handler turns `RequestError::NoRoute` into `Error::NoRoute`; both are the same 404.
+            Error::NoRoute | Error::BadRequest(RequestError::NoRoute) => (StatusCode::NOT_FOUND, "no_route"),
             Error::Signature(SignatureError::Missing) => (StatusCode::FORBIDDEN, "signature_required"),
             Error::Signature(SignatureError::Invalid) => (StatusCode::FORBIDDEN, "bad_signature"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

@@ -4,6 +4,8 @@
 
 use std::fmt::{self, Write as _};
 
+use super::SIGNATURE_KEY;
+
 /// Largest width or height a request may ask for, after `dpr`.
 pub const MAX_DIMENSION: u32 = 8192;
 
@@ -40,6 +42,12 @@ pub enum OptionsError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// `sig` twice: which one would be checked is ambiguous.
+    #[error("option {key:?} is given more than once", key = SIGNATURE_KEY)]
+    DuplicateSignature,
+    /// `sig` without a value.
+    #[error("option {key:?} needs a value, e.g. {key}=<base64url HMAC-SHA256>", key = SIGNATURE_KEY)]
+    MissingSignature,
 }
 
 const KNOWN_KEYS: &str =

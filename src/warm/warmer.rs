@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::report::Tally;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{FormatChoice, ImageRequest, Target, TransformOptions, Variant};
+use crate::request::{ImageRequest, Target, TransformOptions, Variant};
 use crate::transform::{AcceptClass, OutputFormat};
 
 /// The cache entries every URL gets besides its original: one per distinct `--variant`, and for `format=auto`
@@ -34,13 +34,10 @@ pub fn expand_variants(options: &[TransformOptions]) -> Vec<Variant> {
     classes.extend([AcceptClass::Webp, AcceptClass::Basic]);
     let mut variants: Vec<Variant> = Vec::new();
     for options in options {
-        if options.canonical().is_empty() {
-            continue;
-        }
-        let accepts: &[AcceptClass] =
-            if options.format == FormatChoice::Auto { &classes } else { &[AcceptClass::Basic] };
-        for &accepts in accepts {
-            let variant = Variant { options: options.clone(), accepts };
+        // The request module decides, as for a client's request, which options are the original itself and
+        // which classes an explicit format collapses to.
+        for &accepts in &classes {
+            let Some(variant) = Variant::new(options.clone(), accepts) else { break };
             let seen = variants.iter().any(|other| {
                 other.accepts == variant.accepts && other.options.canonical() == variant.options.canonical()
             });
