@@ -7,7 +7,10 @@ pub mod options;
 mod route;
 mod target;
 
-pub use options::{Fit, FormatChoice, Gravity, MAX_DIMENSION, OptionsError, Rgba, Rotate, Tenths, TransformOptions};
+pub use options::{
+    Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
+    Tenths, TransformOptions,
+};
 pub use route::{Route, parse_route};
 pub use target::{Target, TargetError};
 
@@ -44,13 +47,13 @@ impl Variant {
         if options.canonical().is_empty() {
             return None;
         }
-        let accepts = if options.format == FormatChoice::Auto { accepts } else { AcceptClass::Basic };
+        let accepts = if options.format() == FormatChoice::Auto { accepts } else { AcceptClass::Basic };
         Some(Variant { options, accepts })
     }
 
     /// Whether the answer depends on the client's `Accept` header.
     pub fn varies_on_accept(&self) -> bool {
-        self.options.format == FormatChoice::Auto
+        self.options.format() == FormatChoice::Auto
     }
 }
 
@@ -81,7 +84,7 @@ impl ImageRequest {
     fn from_options(options: TransformOptions, target: Target, accept: Option<&str>) -> ImageRequest {
         // The header is only read when it matters: explicit formats never vary.
         let accepts =
-            if options.format == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
+            if options.format() == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
         ImageRequest { target, variant: Variant::new(options, accepts) }
     }
 
@@ -165,6 +168,25 @@ mod tests {
         let auto_basic = parse("w=300,f=auto", Some("image/jpeg"));
         assert_ne!(auto_webp.key(), auto_basic.key());
         assert!(auto_webp.variant.as_ref().is_some_and(Variant::varies_on_accept));
+    }
+
+    /// Cache keys outlive releases (the disk cache): these must never change.
+    #[test]
+    fn cache_keys_are_pinned() {
+        let keys = [
+            (parse("format=original", None).key(), "8fa73f93665a0619f08848f59af003060afdf94554c473fbbbb3a7a28e32239f"),
+            (
+                parse("w=150,dpr=2,fit=cover", None).key(),
+                "f827e148ecc7bbded9533565b7b6c6ae190e2da327014810577ee692f3d6c183",
+            ),
+            (
+                parse("w=300,f=auto", Some("image/webp")).key(),
+                "88d651f764e205e1b49c0ce23fedcfe7777142b81f8f0c21ff374a0486d553e9",
+            ),
+        ];
+        for (key, expected) in keys {
+            assert_eq!(key.to_hex(), expected);
+        }
     }
 
     #[test]
