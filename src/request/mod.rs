@@ -3,10 +3,12 @@
 //! `/?{target}` mirrors the target; `/{options}/?{target}` transforms it. [`parse_route`] is the one parser of
 //! that grammar: the server, `mirage sign`, the fuzz target and the property tests all call it.
 
+mod accept;
 pub mod options;
 mod route;
 mod target;
 
+pub use accept::{AVIF_ENCODER, AcceptClass};
 pub use options::{
     Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
     Tenths, TransformOptions,
@@ -15,8 +17,6 @@ pub use route::{Route, parse_route};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;
-
-use crate::transform::AcceptClass;
 
 /// The options key that carries a URL signature (see `crate::signing`); never a transform option.
 pub const SIGNATURE_KEY: &str = "sig";
@@ -114,17 +114,9 @@ impl ImageRequest {
                 b"variant",
                 self.target.canonical().as_bytes(),
                 variant.options.canonical().as_bytes(),
-                accept_class_name(variant.accepts).as_bytes(),
+                variant.accepts.name().as_bytes(),
             ]),
         }
-    }
-}
-
-fn accept_class_name(class: AcceptClass) -> &'static str {
-    match class {
-        AcceptClass::Avif => "avif",
-        AcceptClass::Webp => "webp",
-        AcceptClass::Basic => "basic",
     }
 }
 

@@ -17,7 +17,7 @@ mod orient;
 mod probe;
 mod resize;
 
-pub use accept::{AcceptClass, choose_output};
+pub use accept::choose_output;
 pub use error::TransformError;
 
 use crate::request::{Rgba, TransformOptions};
@@ -77,10 +77,12 @@ impl OutputFormat {
         }
     }
 
-    /// Whether this build can encode the format. AVIF's encoder (rav1e) costs minutes of build time and is
-    /// not included.
+    /// Whether this build can encode the format (AVIF only with its encoder, see `request::AVIF_ENCODER`).
     pub fn supported(self) -> bool {
-        !matches!(self, OutputFormat::Avif)
+        match self {
+            OutputFormat::Avif => crate::request::AVIF_ENCODER,
+            OutputFormat::Jpeg | OutputFormat::Png | OutputFormat::Webp | OutputFormat::Gif => true,
+        }
     }
 
     /// Whether the format can carry transparency (otherwise alpha is flattened onto the background).
