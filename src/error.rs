@@ -196,7 +196,10 @@ impl Error {
             Error::BadRequest(request @ (RequestError::Options(_) | RequestError::OptionsEncoding)) => {
                 (S::BAD_REQUEST, C::BadOptions, request.to_string().into())
             }
-            Error::NoRoute => (S::NOT_FOUND, C::NoRoute, Fixed("no such route")),
+            // The handler turns `RequestError::NoRoute` into `Error::NoRoute`; both are the same 404.
+            Error::NoRoute | Error::BadRequest(RequestError::NoRoute) => {
+                (S::NOT_FOUND, C::NoRoute, Fixed("no such route"))
+            }
             Error::Signature(SignatureError::Missing) => (
                 S::FORBIDDEN,
                 C::SignatureRequired,

@@ -4,7 +4,7 @@ use http::{Method, Request, Response};
 
 use crate::error::{Error, ErrorCode};
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{ImageRequest, Target};
+use crate::request::{RequestError, Route, parse_route};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -52,16 +52,12 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     }
     // Everything after the first `?`, raw: the target's own query belongs to it.
     let query = request.uri().query().unwrap_or_default();
-    let (image_request, signature) = match request.uri().path() {
-        "/healthz" => return Ok((respond::text("ok\n", head_only), Outcome::default())),
-        "/" => (ImageRequest::mirror(Target::parse(query)?), None),
-        path => match path.strip_prefix('/').and_then(|rest| rest.strip_suffix('/')) {
-            Some(options) if !options.is_empty() && !options.contains('/') => {
-                let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
-                ImageRequest::parse_signed(options, query, accept)?
-            }
-            _ => return Err(Error::NoRoute),
-        },
+    let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
+    let (image_request, signature) = match parse_route(request.uri().path(), query, accept) {
+        Ok(Route::Health) => return Ok((respond::text("ok\n", head_only), Outcome::default())),
+        Ok(Route::Image { request, signature }) => (request, signature),
+        Err(RequestError::NoRoute) => return Err(Error::NoRoute),
+        Err(error) => return Err(error.into()),
     };
     // Before the cache: a signed-only server never answers an unsigned request, not even from the cache.
     pipeline.signing().check(&image_request, signature.as_deref())?;

@@ -215,7 +215,7 @@ impl Pipeline {
             .cpu
             .run(move || {
                 let info = transform::probe(&source)?;
-                let output = transform::choose_output(options.format, accepts, &info);
+                let output = transform::choose_output(options.format(), accepts, &info);
                 transform::transform(&source, &options, output, &limits)
             })
             .await

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::request::{ImageRequest, RequestError, SIGNATURE_KEY, Target};
+use crate::request::{ImageRequest, RequestError, Route, parse_route};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -125,27 +125,20 @@ pub enum SignInputError {
 /// target are printed canonical, which is exactly what the signature covers; an existing `sig` is replaced.
 pub fn sign_path(key: &SigningKey, input: &str) -> Result<String, SignInputError> {
     let input = input.trim();
-    let request = if input.starts_with('/') {
-        let (path, query) = input.split_once('?').ok_or(SignInputError::Path)?;
-        match path {
-            "/" => ImageRequest::mirror(Target::parse(query).map_err(RequestError::from)?),
-            _ => {
-                let options = path.strip_prefix('/').and_then(|p| p.strip_suffix('/')).ok_or(SignInputError::Path)?;
-                if options.is_empty() || options.contains('/') {
-                    return Err(SignInputError::Path);
-                }
-                ImageRequest::parse_signed(options, query, None)?.0
-            }
-        }
+    // A bare target is the mirror path `/?{target}`: both forms go through the server's own grammar.
+    let (path, query) = if input.starts_with('/') {
+        input.split_once('?').ok_or(SignInputError::Path)?
     } else if input.contains("://") || input.contains("%3A") || input.contains("%3a") {
-        ImageRequest::mirror(Target::parse(input).map_err(RequestError::from)?)
+        ("/", input)
     } else {
         return Err(SignInputError::Form);
     };
-    let signature = key.sign(&request.signing_message());
-    let options = request.variant.as_ref().map(|variant| variant.options.canonical()).unwrap_or_default();
-    let separator = if options.is_empty() { "" } else { "," };
-    Ok(format!("/{SIGNATURE_KEY}={signature}{separator}{options}/?{}", request.target.canonical()))
+    let request = match parse_route(path, query, None) {
+        Ok(Route::Image { request, .. }) => request,
+        Ok(Route::Health) | Err(RequestError::NoRoute) => return Err(SignInputError::Path),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(request.signed_path(&key.sign(&request.signing_message())))
 }
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -236,8 +229,12 @@ mod tests {
         assert!(!format!("{:?}", key()).contains("0001"));
     }
 
+    /// What the server makes of `/{options}/?{target}`.
     fn request(options: &str, target: &str) -> (ImageRequest, Option<String>) {
-        ImageRequest::parse_signed(options, target, None).expect("parses")
+        match parse_route(&format!("/{options}/"), target, None) {
+            Ok(Route::Image { request, signature }) => (request, signature),
+            other => panic!("{options}: {other:?}"),
+        }
     }
 
     #[test]
@@ -271,9 +268,9 @@ mod tests {
 
     #[test]
     fn sig_is_only_a_signature() {
-        assert!(ImageRequest::parse_signed("sig=a,sig=b", "http://h/a.jpg", None).is_err());
-        assert!(ImageRequest::parse_signed("sig=", "http://h/a.jpg", None).is_err());
-        assert!(ImageRequest::parse("sig=abc,w=1", "http://h/a.jpg", None).is_err(), "not a transform option");
+        assert!(parse_route("/sig=a,sig=b/", "http://h/a.jpg", None).is_err());
+        assert!(parse_route("/sig=/", "http://h/a.jpg", None).is_err());
+        assert!(crate::request::TransformOptions::parse("sig=abc,w=1").is_err(), "not a transform option");
     }
 
     #[test]
@@ -288,6 +285,8 @@ mod tests {
         assert_eq!(sign_path(&k, "h/a.jpg"), Err(SignInputError::Form));
         assert_eq!(sign_path(&k, "/w=300/x/?http://h/a.jpg"), Err(SignInputError::Path));
         assert_eq!(sign_path(&k, "/w=300/"), Err(SignInputError::Path));
+        assert_eq!(sign_path(&k, "/healthz?http://h/a.jpg"), Err(SignInputError::Path));
+        assert_eq!(sign_path(&k, "/w%3D300/?http://h/a.jpg"), sign_path(&k, "/w=300/?http://h/a.jpg"));
         assert!(matches!(sign_path(&k, "/w=huge/?http://h/a.jpg"), Err(SignInputError::Request(_))));
     }
 }

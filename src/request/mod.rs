@@ -1,17 +1,22 @@
 //! The URL grammar: what a request asks for, parsed once at the edge into typed values (pure, no I/O).
 //!
-//! `/?{target}` mirrors the target; `/{options}/?{target}` transforms it.
+//! `/?{target}` mirrors the target; `/{options}/?{target}` transforms it. [`parse_route`] is the one parser of
+//! that grammar: the server, `mirage sign`, the fuzz target and the property tests all call it.
 
+mod accept;
 pub mod options;
+mod route;
 mod target;
 
-pub use options::{Fit, FormatChoice, Gravity, MAX_DIMENSION, OptionsError, Rgba, Rotate, Tenths, TransformOptions};
+pub use accept::{AVIF_ENCODER, AcceptClass};
+pub use options::{
+    Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
+    Tenths, TransformOptions,
+};
+pub use route::{Route, parse_route};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;
-use percent_encoding::percent_decode_str;
-
-use crate::transform::AcceptClass;
 
 /// The options key that carries a URL signature (see `crate::signing`); never a transform option.
 pub const SIGNATURE_KEY: &str = "sig";
@@ -35,13 +40,24 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// The variant for `options` served to clients of class `accepts`, or `None` when the options change nothing
+    /// (the request is then the mirror, and shares its cache entry). The class is kept only for `format=auto`:
+    /// an explicit format is the same image for every client.
+    pub fn new(options: TransformOptions, accepts: AcceptClass) -> Option<Variant> {
+        if options.canonical().is_empty() {
+            return None;
+        }
+        let accepts = if options.format() == FormatChoice::Auto { accepts } else { AcceptClass::Basic };
+        Some(Variant { options, accepts })
+    }
+
     /// Whether the answer depends on the client's `Accept` header.
     pub fn varies_on_accept(&self) -> bool {
-        self.options.format == FormatChoice::Auto
+        self.options.format() == FormatChoice::Auto
     }
 }
 
-/// Why a request's URL was refused (400).
+/// Why a request's URL was refused (400, or 404 for [`RequestError::NoRoute`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// The target part.
@@ -53,6 +69,9 @@ pub enum RequestError {
     /// The options segment is not UTF-8 after percent-decoding.
     #[error("options are not valid UTF-8 after percent-decoding")]
     OptionsEncoding,
+    /// A path that is none of `/healthz`, `/?{target}` and `/{options}/?{target}` (404, not 400).
+    #[error("no such route")]
+    NoRoute,
 }
 
 impl ImageRequest {
@@ -61,55 +80,12 @@ impl ImageRequest {
         ImageRequest { target, variant: None }
     }
 
-    /// Parses `/{options}/?{target}`: `options_segment` is the raw path segment between the slashes, `query`
-    /// the raw query, `accept` the client's `Accept` header. Options that change nothing (`format=original`,
-    /// or only defaults) make a mirror request, so they share the mirror's cache entry.
-    pub fn parse(options_segment: &str, query: &str, accept: Option<&str>) -> Result<ImageRequest, RequestError> {
-        let segment = percent_decode_str(options_segment).decode_utf8().map_err(|_| RequestError::OptionsEncoding)?;
-        let options = TransformOptions::parse(&segment)?;
-        Ok(ImageRequest::from_options(options, Target::parse(query)?, accept))
-    }
-
     /// The request for `options` on `target`; options that change nothing make a mirror.
     fn from_options(options: TransformOptions, target: Target, accept: Option<&str>) -> ImageRequest {
-        if options.canonical().is_empty() {
-            return ImageRequest::mirror(target);
-        }
+        // The header is only read when it matters: explicit formats never vary.
         let accepts =
-            if options.format == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
-        ImageRequest { target, variant: Some(Variant { options, accepts }) }
-    }
-
-    /// Parses like [`ImageRequest::parse`], but first takes the signature out of the options: `sig=XXXX` anywhere
-    /// in the list (`/sig=XXXX,width=300/?{target}`, or `/sig=XXXX/?{target}` for a signed mirror). The signature
-    /// is returned as written, apart from the request: it is not an option and never part of the cache key.
-    pub fn parse_signed(
-        options_segment: &str,
-        query: &str,
-        accept: Option<&str>,
-    ) -> Result<(ImageRequest, Option<String>), RequestError> {
-        let segment = percent_decode_str(options_segment).decode_utf8().map_err(|_| RequestError::OptionsEncoding)?;
-        let mut signature = None;
-        let mut rest: Vec<&str> = Vec::new();
-        for pair in segment.split(',') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !key.trim().eq_ignore_ascii_case(SIGNATURE_KEY) {
-                rest.push(pair);
-                continue;
-            }
-            if signature.is_some() {
-                return Err(OptionsError::Duplicate { key: SIGNATURE_KEY }.into());
-            }
-            let value = value.trim();
-            if value.is_empty() {
-                return Err(
-                    OptionsError::MissingValue { key: SIGNATURE_KEY, example: "sig=<base64url HMAC-SHA256>" }.into()
-                );
-            }
-            signature = Some(value.to_owned());
-        }
-        let options = TransformOptions::parse(&rest.join(","))?;
-        Ok((ImageRequest::from_options(options, Target::parse(query)?, accept), signature))
+            if options.format() == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
+        ImageRequest { target, variant: Variant::new(options, accepts) }
     }
 
     /// The text a signature covers: the canonical options (empty for a mirror), `/?`, and the canonical target.
@@ -138,17 +114,9 @@ impl ImageRequest {
                 b"variant",
                 self.target.canonical().as_bytes(),
                 variant.options.canonical().as_bytes(),
-                accept_class_name(variant.accepts).as_bytes(),
+                variant.accepts.name().as_bytes(),
             ]),
         }
-    }
-}
-
-fn accept_class_name(class: AcceptClass) -> &'static str {
-    match class {
-        AcceptClass::Avif => "avif",
-        AcceptClass::Webp => "webp",
-        AcceptClass::Basic => "basic",
     }
 }
 
@@ -158,11 +126,19 @@ mod tests {
 
     const TARGET: &str = "http://static.1sapp.com/qupost/img/2022/02/28/4e7cb326c1d77bee6e18452d400abd1b.jpeg";
 
+    /// The image request the server makes of `/{options}/?{TARGET}`.
+    fn parse(options: &str, accept: Option<&str>) -> ImageRequest {
+        match parse_route(&format!("/{options}/"), TARGET, accept) {
+            Ok(Route::Image { request, .. }) => request,
+            other => panic!("{options}: {other:?}"),
+        }
+    }
+
     #[test]
     fn aliases_and_defaults_share_one_key() {
-        let a = ImageRequest::parse("w=300", TARGET, None).expect("valid");
-        let b = ImageRequest::parse("width=300,fit=scale-down", TARGET, None).expect("valid");
-        let c = ImageRequest::parse("width%3D300%2Cfit%3Dscale-down", TARGET, None).expect("valid");
+        let a = parse("w=300", None);
+        let b = parse("width=300,fit=scale-down", None);
+        let c = parse("width%3D300%2Cfit%3Dscale-down", None);
         assert_eq!(a.key(), b.key());
         assert_eq!(a.key(), c.key());
         assert_ne!(a.key(), a.source_key());
@@ -170,7 +146,7 @@ mod tests {
 
     #[test]
     fn no_op_options_are_a_mirror() {
-        let request = ImageRequest::parse("format=original", TARGET, None).expect("valid");
+        let request = parse("format=original", None);
         assert_eq!(request.variant, None);
         assert_eq!(request.key(), request.source_key());
     }
@@ -178,11 +154,40 @@ mod tests {
     #[test]
     fn explicit_formats_never_vary_but_auto_does() {
         let webp = Some("image/webp,*/*");
-        let explicit = ImageRequest::parse("w=300,f=webp", TARGET, webp).expect("valid");
-        assert_eq!(explicit.key(), ImageRequest::parse("w=300,f=webp", TARGET, None).expect("valid").key());
-        let auto_webp = ImageRequest::parse("w=300,f=auto", TARGET, webp).expect("valid");
-        let auto_basic = ImageRequest::parse("w=300,f=auto", TARGET, Some("image/jpeg")).expect("valid");
+        let explicit = parse("w=300,f=webp", webp);
+        assert_eq!(explicit.key(), parse("w=300,f=webp", None).key());
+        let auto_webp = parse("w=300,f=auto", webp);
+        let auto_basic = parse("w=300,f=auto", Some("image/jpeg"));
         assert_ne!(auto_webp.key(), auto_basic.key());
         assert!(auto_webp.variant.as_ref().is_some_and(Variant::varies_on_accept));
+    }
+
+    /// Cache keys outlive releases (the disk cache): these must never change.
+    #[test]
+    fn cache_keys_are_pinned() {
+        let keys = [
+            (parse("format=original", None).key(), "8fa73f93665a0619f08848f59af003060afdf94554c473fbbbb3a7a28e32239f"),
+            (
+                parse("w=150,dpr=2,fit=cover", None).key(),
+                "f827e148ecc7bbded9533565b7b6c6ae190e2da327014810577ee692f3d6c183",
+            ),
+            (
+                parse("w=300,f=auto", Some("image/webp")).key(),
+                "88d651f764e205e1b49c0ce23fedcfe7777142b81f8f0c21ff374a0486d553e9",
+            ),
+        ];
+        for (key, expected) in keys {
+            assert_eq!(key.to_hex(), expected);
+        }
+    }
+
+    #[test]
+    fn variant_new_keeps_the_class_only_for_auto() {
+        let options = |text: &str| TransformOptions::parse(text).expect("valid");
+        assert_eq!(Variant::new(options("format=original"), AcceptClass::Webp), None);
+        let explicit = Variant::new(options("w=300,f=webp"), AcceptClass::Webp).expect("a variant");
+        assert_eq!(explicit.accepts, AcceptClass::Basic);
+        let auto = Variant::new(options("w=300,f=auto"), AcceptClass::Webp).expect("a variant");
+        assert_eq!(auto.accepts, AcceptClass::Webp);
     }
 }

@@ -138,21 +138,21 @@ pub(crate) fn plan(source: (u32, u32), options: &TransformOptions) -> Plan {
     let whole = Rect::whole(source);
     let simple = |size: (u32, u32)| Plan { crop: whole, size, canvas: None };
     let enlarges = |size: (u32, u32)| size.0 > sw || size.1 > sh;
-    let (w, h) = match (options.width, options.height) {
+    let (w, h) = match (options.width(), options.height()) {
         (None, None) => return simple(source),
         (Some(w), None) => {
             let size = (w, clamp_u32(f64::from(sh) * f64::from(w) / f64::from(sw)));
-            let never_enlarge = matches!(options.fit, Fit::ScaleDown | Fit::Crop);
+            let never_enlarge = matches!(options.fit(), Fit::ScaleDown | Fit::Crop);
             return simple(if never_enlarge && enlarges(size) { source } else { size });
         }
         (None, Some(h)) => {
             let size = (clamp_u32(f64::from(sw) * f64::from(h) / f64::from(sh)), h);
-            let never_enlarge = matches!(options.fit, Fit::ScaleDown | Fit::Crop);
+            let never_enlarge = matches!(options.fit(), Fit::ScaleDown | Fit::Crop);
             return simple(if never_enlarge && enlarges(size) { source } else { size });
         }
         (Some(w), Some(h)) => (w, h),
     };
-    match options.fit {
+    match options.fit() {
         Fit::ScaleDown => {
             let size = fit_inside(source, w, h);
             simple(if enlarges(size) { source } else { size })
@@ -161,7 +161,7 @@ pub(crate) fn plan(source: (u32, u32), options: &TransformOptions) -> Plan {
         Fit::Fill => simple((w, h)),
         Fit::Pad => {
             let size = fit_inside(source, w, h);
-            let (gx, gy) = anchor(options.gravity);
+            let (gx, gy) = anchor(options.gravity());
             let x = (f64::from(w - size.0) * gx).round() as u32;
             let y = (f64::from(h - size.1) * gy).round() as u32;
             Plan { crop: whole, size, canvas: Some(Canvas { width: w, height: h, x, y }) }
@@ -169,13 +169,13 @@ pub(crate) fn plan(source: (u32, u32), options: &TransformOptions) -> Plan {
         Fit::Cover | Fit::Crop => {
             // The scale at which the source just covers the box.
             let scale = (f64::from(w) / f64::from(sw)).max(f64::from(h) / f64::from(sh));
-            if options.fit == Fit::Crop && scale >= 1.0 {
+            if options.fit() == Fit::Crop && scale >= 1.0 {
                 // Never enlarge: keep source pixels 1:1 and crop each side to at most the box.
                 let size = (w.min(sw), h.min(sh));
-                let crop = anchored_crop(source, f64::from(size.0), f64::from(size.1), options.gravity);
+                let crop = anchored_crop(source, f64::from(size.0), f64::from(size.1), options.gravity());
                 return Plan { crop, size, canvas: None };
             }
-            let crop = anchored_crop(source, f64::from(w) / scale, f64::from(h) / scale, options.gravity);
+            let crop = anchored_crop(source, f64::from(w) / scale, f64::from(h) / scale, options.gravity());
             Plan { crop, size: (w, h), canvas: None }
         }
     }

@@ -17,7 +17,7 @@ mod orient;
 mod probe;
 mod resize;
 
-pub use accept::{AcceptClass, choose_output};
+pub use accept::choose_output;
 pub use error::TransformError;
 
 use crate::request::{Rgba, TransformOptions};
@@ -77,10 +77,12 @@ impl OutputFormat {
         }
     }
 
-    /// Whether this build can encode the format. AVIF's encoder (rav1e) costs minutes of build time and is
-    /// not included.
+    /// Whether this build can encode the format (AVIF only with its encoder, see `request::AVIF_ENCODER`).
     pub fn supported(self) -> bool {
-        !matches!(self, OutputFormat::Avif)
+        match self {
+            OutputFormat::Avif => crate::request::AVIF_ENCODER,
+            OutputFormat::Jpeg | OutputFormat::Png | OutputFormat::Webp | OutputFormat::Gif => true,
+        }
     }
 
     /// Whether the format can carry transparency (otherwise alpha is flattened onto the background).
@@ -142,7 +144,7 @@ pub fn transform(
             limit: limits.max_source_pixels,
         });
     }
-    let rotation = options.rotate.map_or(1, orient::rotate_as_orientation);
+    let rotation = options.rotate().map_or(1, orient::rotate_as_orientation);
     let swap = |orientation: u8| orient::swaps_axes(orientation) != orient::swaps_axes(rotation);
     let stored = (info.width, info.height);
     let displayed = |orientation: u8| if swap(orientation) { (stored.1, stored.0) } else { stored };
@@ -180,7 +182,7 @@ pub fn transform(
     image = orient::apply(image, rotation);
     let plan = plan.rescaled(f64::from(jpeg_scale) / 8.0, (image.width, image.height));
     let image = finish_pixels(image, &plan, options, output)?;
-    let quality = options.quality.unwrap_or(output.default_quality());
+    let quality = options.quality().unwrap_or(output.default_quality());
     let bytes = encode::encode(&image, output, quality, decoded.icc.as_deref())?;
     Ok(Encoded { bytes, format: output, width: image.width, height: image.height })
 }
@@ -206,13 +208,13 @@ fn finish_pixels(
     } else {
         resize::resize(&image, plan.crop, plan.size)?
     };
-    if let Some(sigma) = options.blur {
+    if let Some(sigma) = options.blur() {
         effects::blur(&mut image, sigma.get());
     }
-    if let Some(amount) = options.sharpen {
+    if let Some(amount) = options.sharpen() {
         effects::sharpen(&mut image, amount.get());
     }
-    let Rgba(background) = options.background.unwrap_or(Rgba::WHITE);
+    let Rgba(background) = options.background().unwrap_or(Rgba::WHITE);
     if let Some(canvas) = plan.canvas {
         // A translucent background stays translucent where the format allows it.
         if background[3] < 255 && output.has_alpha() {

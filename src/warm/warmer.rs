@@ -21,27 +21,18 @@ use tokio::task::JoinSet;
 use super::report::{FailureReason, Tally};
 use crate::error::ErrorCode;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{FormatChoice, ImageRequest, Target, TransformOptions, Variant};
-use crate::transform::{AcceptClass, OutputFormat};
+use crate::request::{AcceptClass, ImageRequest, Target, TransformOptions, Variant};
 
 /// The cache entries every URL gets besides its original: one per distinct `--variant`, and for `format=auto`
 /// one per format class a client can negotiate (each is its own cache entry). Options that change nothing
 /// are the original itself and are dropped.
 pub fn expand_variants(options: &[TransformOptions]) -> Vec<Variant> {
-    let mut classes = Vec::new();
-    if OutputFormat::Avif.supported() {
-        classes.push(AcceptClass::Avif);
-    }
-    classes.extend([AcceptClass::Webp, AcceptClass::Basic]);
     let mut variants: Vec<Variant> = Vec::new();
     for options in options {
-        if options.canonical().is_empty() {
-            continue;
-        }
-        let accepts: &[AcceptClass] =
-            if options.format == FormatChoice::Auto { &classes } else { &[AcceptClass::Basic] };
-        for &accepts in accepts {
-            let variant = Variant { options: options.clone(), accepts };
+        // The request module decides, as for a client's request, which options are the original itself and
+        // which classes an explicit format collapses to.
+        for &accepts in AcceptClass::negotiable() {
+            let Some(variant) = Variant::new(options.clone(), accepts) else { break };
             let seen = variants.iter().any(|other| {
                 other.accepts == variant.accepts && other.options.canonical() == variant.options.canonical()
             });
@@ -530,6 +521,7 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::OutputFormat;
 
     fn options(text: &str) -> TransformOptions {
         TransformOptions::parse(text).expect("valid options")

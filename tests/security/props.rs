@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use mirage::fetch::NetworkPolicy;
-use mirage::request::{ImageRequest, Target};
+use mirage::request::{Route, Target, parse_route};
 use mirage::transform::probe;
 use proptest::prelude::*;
 
@@ -43,9 +43,26 @@ proptest! {
         }
     }
 
+    /// The server's own parser: never panics, and the canonical signed path of what it parsed reads back as
+    /// the same request.
     #[test]
-    fn image_request_parse_never_panics(options in "[a-z=,0-9.%-]{0,30}", raw in target_like(), accept in proptest::option::of("[a-z/*,;=.0-9]{0,20}")) {
-        let _ = ImageRequest::parse(&options, &raw, accept.as_deref());
+    fn parse_route_never_panics_and_round_trips(
+        path in prop_oneof![
+            "/[a-z=,0-9.%-]{0,30}/",
+            "/(w|width|h|q|dpr|sig|blur)=[0-9.]{1,4}(,(f|fit|g|bg)=(auto|webp|cover|top|fff))?/",
+            "[a-z/=,0-9.%-]{0,30}",
+            Just("/".to_owned()),
+            Just("/healthz".to_owned()),
+        ],
+        raw in target_like(),
+        accept in proptest::option::of("[a-z/*,;=.0-9]{0,20}"),
+    ) {
+        if let Ok(Route::Image { request, .. }) = parse_route(&path, &raw, accept.as_deref()) {
+            let signed = request.signed_path("x");
+            let (again_path, again_query) = signed.split_once('?').unwrap_or((&signed, ""));
+            let again = parse_route(again_path, again_query, accept.as_deref());
+            prop_assert_eq!(again, Ok(Route::Image { request, signature: Some("x".to_owned()) }), "{}", signed);
+        }
     }
 
     #[test]

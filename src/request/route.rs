@@ -1,0 +1,152 @@
+//! The path grammar, parsed in one place for the server, `mirage sign` and the tests: `/healthz`, the mirror
+//! `/?{target}`, and the transform `/{options}/?{target}` whose options may carry the signature (`sig=`).
+
+use percent_encoding::percent_decode_str;
+
+use super::{ImageRequest, OptionsError, RequestError, SIGNATURE_KEY, Target, TransformOptions};
+
+/// What a request path asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/healthz`: the liveness probe.
+    Health,
+    /// An image: `/?{target}` or `/{options}/?{target}`.
+    Image {
+        /// The image request, canonical (the signature is not part of it).
+        request: ImageRequest,
+        /// The `sig=` value as written, when the options carried one.
+        signature: Option<String>,
+    },
+}
+
+/// Parses a request: `path` is the URI's path, `query` its raw query (everything after the first `?`: the
+/// target's own query belongs to it), `accept` the client's `Accept` header.
+///
+/// `/healthz` is the health check; `/` mirrors the target; `/{options}/` (one non-empty segment) transforms it,
+/// after taking the signature out of the options: `sig=XXXX` anywhere in the list (`/sig=XXXX,width=300/`, or
+/// `/sig=XXXX/` for a signed mirror). Options that change nothing (`format=original`, or only defaults) make a
+/// mirror request, so they share the mirror's cache entry. Any other path is [`RequestError::NoRoute`].
+pub fn parse_route(path: &str, query: &str, accept: Option<&str>) -> Result<Route, RequestError> {
+    match path {
+        "/healthz" => Ok(Route::Health),
+        "/" => Ok(Route::Image { request: ImageRequest::mirror(Target::parse(query)?), signature: None }),
+        _ => {
+            let segment = path
+                .strip_prefix('/')
+                .and_then(|rest| rest.strip_suffix('/'))
+                .filter(|segment| !segment.is_empty() && !segment.contains('/'))
+                .ok_or(RequestError::NoRoute)?;
+            let (options, signature) = parse_options_segment(segment)?;
+            let request = ImageRequest::from_options(options, Target::parse(query)?, accept);
+            Ok(Route::Image { request, signature })
+        }
+    }
+}
+
+/// The raw options segment: percent-decoded, the signature taken out (returned as written, apart from the
+/// options: it is not an option and never part of the cache key), the rest parsed.
+fn parse_options_segment(raw: &str) -> Result<(TransformOptions, Option<String>), RequestError> {
+    let segment = percent_decode_str(raw).decode_utf8().map_err(|_| RequestError::OptionsEncoding)?;
+    let mut signature = None;
+    let mut rest: Vec<&str> = Vec::new();
+    for pair in segment.split(',') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key.trim().eq_ignore_ascii_case(SIGNATURE_KEY) {
+            rest.push(pair);
+            continue;
+        }
+        if signature.is_some() {
+            return Err(OptionsError::DuplicateSignature.into());
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(OptionsError::MissingSignature.into());
+        }
+        signature = Some(value.to_owned());
+    }
+    let options = TransformOptions::parse(&rest.join(","))?;
+    Ok((options, signature))
+}
+
+impl ImageRequest {
+    /// The request path with `signature` first in the options: `/sig=S/?{target}` for a mirror,
+    /// `/sig=S,{options}/?{target}` for a transform, both canonical (exactly what the signature covers).
+    pub fn signed_path(&self, signature: &str) -> String {
+        let options = self.variant.as_ref().map(|variant| variant.options.canonical()).unwrap_or_default();
+        let separator = if options.is_empty() { "" } else { "," };
+        format!("/{SIGNATURE_KEY}={signature}{separator}{options}/?{}", self.target.canonical())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: &str = "http://h/a.jpg";
+
+    fn image(path: &str, query: &str) -> (ImageRequest, Option<String>) {
+        match parse_route(path, query, None) {
+            Ok(Route::Image { request, signature }) => (request, signature),
+            other => panic!("{path}?{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn health_mirror_and_transform() {
+        assert_eq!(parse_route("/healthz", "", None), Ok(Route::Health));
+        assert_eq!(parse_route("/healthz", "anything", None), Ok(Route::Health));
+        let (mirror, signature) = image("/", TARGET);
+        assert_eq!((mirror.variant, signature), (None, None));
+        let (transform, signature) = image("/w=300/", TARGET);
+        assert_eq!(transform.variant.map(|variant| variant.options.canonical()), Some("width=300".to_owned()));
+        assert_eq!(signature, None);
+    }
+
+    #[test]
+    fn other_paths_are_no_route() {
+        for path in ["", "/x", "/w=300", "//", "/w=300/x/", "/a/b/", "w=300/"] {
+            assert_eq!(parse_route(path, TARGET, None), Err(RequestError::NoRoute), "{path:?}");
+        }
+        // One segment between slashes is the options form, whatever it says.
+        assert!(matches!(parse_route("/healthz/", TARGET, None), Err(RequestError::Options(_))));
+    }
+
+    #[test]
+    fn errors_of_the_parts() {
+        assert!(matches!(parse_route("/", "", None), Err(RequestError::Target(_))));
+        assert!(matches!(parse_route("/w=300/", "", None), Err(RequestError::Target(_))));
+        assert!(matches!(parse_route("/w=huge/", TARGET, None), Err(RequestError::Options(_))));
+        assert_eq!(parse_route("/w%FF/", TARGET, None), Err(RequestError::OptionsEncoding));
+    }
+
+    #[test]
+    fn signature_is_taken_out_of_the_options() {
+        let (signed, signature) = image("/w=300,sig=abc/", TARGET);
+        assert_eq!(signature.as_deref(), Some("abc"));
+        assert_eq!(signed, image("/width=300/", TARGET).0);
+        let (mirror, signature) = image("/SIG=abc/", TARGET);
+        assert_eq!((mirror.variant, signature.as_deref()), (None, Some("abc")));
+        assert_eq!(parse_route("/sig=a,sig=b/", TARGET, None), Err(OptionsError::DuplicateSignature.into()));
+        assert_eq!(parse_route("/sig=/", TARGET, None), Err(OptionsError::MissingSignature.into()));
+        assert_eq!(
+            OptionsError::DuplicateSignature.to_string(),
+            "option \"sig\" is given more than once",
+            "the message is unchanged"
+        );
+        assert_eq!(
+            OptionsError::MissingSignature.to_string(),
+            "option \"sig\" needs a value, e.g. sig=<base64url HMAC-SHA256>"
+        );
+    }
+
+    #[test]
+    fn signed_path_prints_what_parse_route_reads() {
+        let (request, _) = image("/w=150,dpr=2/", "http%3A%2F%2FH%2Fa.jpg");
+        assert_eq!(request.signed_path("S"), "/sig=S,width=300/?http://h/a.jpg");
+        let (mirror, _) = image("/", TARGET);
+        assert_eq!(mirror.signed_path("S"), "/sig=S/?http://h/a.jpg");
+        let path = request.signed_path("S");
+        let (path, query) = path.split_once('?').expect("has a query");
+        assert_eq!(image(path, query), (request, Some("S".to_owned())));
+    }
+}
