@@ -41,7 +41,7 @@ fn transforms(c: &mut Criterion) {
                 let once = transform(source, &options, format, &limits).expect("transform succeeds");
                 assert_eq!(once.width, width.min(info.width), "{name} -> {width} {format_name}");
                 group.bench_function(BenchmarkId::new(format_name, width), |b| {
-                    b.iter(|| transform(black_box(source), &options, format, &limits).expect("transform succeeds"))
+                    b.iter(|| transform(black_box(source), &options, format, &limits).expect("transform succeeds"));
                 });
             }
         }

@@ -388,8 +388,7 @@ async fn redirect_to_a_forbidden_address_is_refused_before_connecting() {
     let by_name = f.fetch(&url(&first, "/to-name"), None).await;
     if tokio::net::lookup_host(("localhost", 0))
         .await
-        .map(|mut addrs| addrs.any(|a| a.ip() != IpAddr::from([127, 0, 0, 1])))
-        .unwrap_or(false)
+        .is_ok_and(|mut addrs| addrs.any(|a| a.ip() != IpAddr::from([127, 0, 0, 1])))
     {
         assert!(matches!(by_name, Err(FetchError::Forbidden(_))), "{by_name:?}");
     }

@@ -45,7 +45,7 @@ fn magic(body: &[u8]) -> Option<ImageFormat> {
     ImageFormat::sniff(body)
 }
 
-fn encode(image: DynamicImage, codec: Codec) -> Bytes {
+fn encode(image: &DynamicImage, codec: Codec) -> Bytes {
     let mut out = Cursor::new(Vec::new());
     image.write_to(&mut out, codec).expect("encode fixture");
     Bytes::from(out.into_inner())
@@ -61,14 +61,14 @@ fn quadrants_png() -> Bytes {
             (false, false) => YELLOW,
         })
     });
-    encode(DynamicImage::ImageRgb8(image), Codec::Png)
+    encode(&DynamicImage::ImageRgb8(image), Codec::Png)
 }
 
 /// 200x150 with a transparent left half: a source that has alpha.
 fn alpha_png() -> Bytes {
     let image =
         RgbaImage::from_fn(200, 150, |x, _| if x < 100 { Rgba([0, 0, 0, 0]) } else { Rgba([10, 120, 200, 255]) });
-    encode(DynamicImage::ImageRgba8(image), Codec::Png)
+    encode(&DynamicImage::ImageRgba8(image), Codec::Png)
 }
 
 fn assert_rgb_near(image: &DynamicImage, (x, y): (u32, u32), expected: [u8; 3], what: &str) {
@@ -85,10 +85,10 @@ fn png_bomb(width: u32, height: u32) -> Bytes {
     // Bit depth 8, colour type 6 (RGBA), deflate, adaptive filtering, no interlace.
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(*b"IHDR", &ihdr));
     // A tiny zlib stream (an empty stored block): nowhere near the pixels the header promises.
-    png.extend(png_chunk(b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(png_chunk(b"IEND", &[]));
+    png.extend(png_chunk(*b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(png_chunk(*b"IEND", &[]));
     Bytes::from(png)
 }
 
@@ -452,7 +452,7 @@ fn big_image() -> Bytes {
         let [r, g, b, _] = state.to_le_bytes();
         Rgb([r, g, b])
     });
-    encode(DynamicImage::ImageRgb8(noisy), Codec::Jpeg)
+    encode(&DynamicImage::ImageRgb8(noisy), Codec::Jpeg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -375,9 +375,9 @@ fn decompression_bombs_are_refused_from_the_header() {
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
     let bomb = [
         &b"\x89PNG\r\n\x1a\n"[..],
-        &png_chunk(b"IHDR", &ihdr),
-        &png_chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]),
-        &png_chunk(b"IEND", &[]),
+        &png_chunk(*b"IHDR", &ihdr),
+        &png_chunk(*b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]),
+        &png_chunk(*b"IEND", &[]),
     ]
     .concat();
     let info = transform::probe(&bomb).expect("header is valid");

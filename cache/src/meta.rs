@@ -213,7 +213,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
     // A validator that does not fit is dropped rather than truncated: a cut validator would
     // make revalidation lie, a missing one only makes it unconditional.
-    match s.filter(|s| s.len() <= u16::MAX as usize) {
+    match s.filter(|s| u16::try_from(s.len()).is_ok()) {
         Some(s) => {
             out.push(1);
             put_str(out, s);
@@ -297,6 +297,10 @@ impl<'a> Reader<'a> {
 
 /// Decodes and verifies a whole cache file read for `key`. The body is a zero-copy slice
 /// of `file_bytes`. Any failed check yields `CorruptEntry`; nothing here panics on input.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the file's buffer is handed over: the entry's body is a slice of it"
+)]
 pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> {
     let file: &[u8] = &file_bytes;
     if file.len() < PREAMBLE_LEN {

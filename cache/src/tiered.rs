@@ -50,10 +50,10 @@ struct Inner {
 
 impl Inner {
     fn disk_failed(&self, op: &str, err: &dyn fmt::Display) {
-        if !self.disk_degraded.swap(true, Ordering::Relaxed) {
-            tracing::warn!(op, error = %err, "disk cache failing; continuing memory-only");
-        } else {
+        if self.disk_degraded.swap(true, Ordering::Relaxed) {
             tracing::debug!(op, error = %err, "disk cache still failing");
+        } else {
+            tracing::warn!(op, error = %err, "disk cache failing; continuing memory-only");
         }
     }
 

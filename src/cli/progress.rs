@@ -84,7 +84,7 @@ async fn run_bar(jobs: u64, tally: Arc<Tally>, mut stopped: watch::Receiver<bool
         bar.set_position(counts.done());
         bar.tick();
         tokio::select! {
-            _ = tokio::time::sleep(BAR_EVERY) => {}
+            () = tokio::time::sleep(BAR_EVERY) => {}
             _ = stopped.wait_for(|stop| *stop) => break,
         }
     }
@@ -96,7 +96,7 @@ async fn run_lines(jobs: u64, tally: Arc<Tally>, mut stopped: watch::Receiver<bo
     let started = Instant::now();
     loop {
         let stop = tokio::select! {
-            _ = tokio::time::sleep(LINE_EVERY) => false,
+            () = tokio::time::sleep(LINE_EVERY) => false,
             _ = stopped.wait_for(|stop| *stop) => true,
         };
         eprintln!("{}", progress_line(jobs, tally.counts(), started.elapsed()));

@@ -342,6 +342,7 @@ async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Bytes,
 }
 
 /// Classifies an error from sending a request (connecting, TLS, reading the response head).
+#[expect(clippy::needless_pass_by_value, reason = "used as `map_err(map_send_error)`")]
 fn map_send_error(err: reqwest::Error) -> FetchError {
     // The resolver's refusal arrives wrapped by reqwest and hyper; it must stay a 403, not become a 502.
     if let Some(forbidden) = find_in_chain::<ForbiddenAddress>(&err) {
@@ -357,6 +358,7 @@ fn map_send_error(err: reqwest::Error) -> FetchError {
 }
 
 /// Classifies an error while streaming the body.
+#[expect(clippy::needless_pass_by_value, reason = "used as `map_err(map_body_error)`")]
 fn map_body_error(err: reqwest::Error) -> FetchError {
     if err.is_timeout() {
         return FetchError::Timeout;
@@ -389,11 +391,12 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
     while let Some(next) = cause.source() {
         cause = next;
     }
-    let mut message = cause.to_string().replace(['\r', '\n'], " ");
-    if std::ptr::addr_eq(cause, err) {
-        // No inner cause: say only what kind of failure it was.
-        message = "request failed".to_owned();
-    }
+    // No inner cause: say only what kind of failure it was.
+    let mut message = if std::ptr::addr_eq(cause, err) {
+        "request failed".to_owned()
+    } else {
+        cause.to_string().replace(['\r', '\n'], " ")
+    };
     const MAX_MESSAGE: usize = 200;
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;

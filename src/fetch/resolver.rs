@@ -153,10 +153,7 @@ mod tests {
     async fn trait_error_downcasts_to_forbidden_address() {
         let resolver = PolicyResolver::with_lookup(Arc::new(NetworkPolicy::default()), Arc::new(SystemLookup));
         let name: Name = "localhost".parse().expect("valid name");
-        let err = match Resolve::resolve(&resolver, name).await {
-            Ok(_) => panic!("must refuse"),
-            Err(e) => e,
-        };
+        let Err(err) = Resolve::resolve(&resolver, name).await else { panic!("must refuse") };
         assert!(err.downcast_ref::<super::super::netpolicy::ForbiddenAddress>().is_some());
     }
 }

@@ -66,7 +66,7 @@ pub(crate) fn image_limits(limits: &Limits) -> image::Limits {
 
 fn from_image_decoder(mut decoder: impl ImageDecoder, limits: &Limits) -> Result<Decoded, TransformError> {
     decoder.set_limits(image_limits(limits)).map_err(undecodable)?;
-    let orientation = decoder.orientation().map(|o| o.to_exif()).unwrap_or(1);
+    let orientation = decoder.orientation().map_or(1, image::metadata::Orientation::to_exif);
     let icc = decoder.icc_profile().ok().flatten();
     let image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     Ok(Decoded { bitmap: from_dynamic(image)?, orientation, icc })

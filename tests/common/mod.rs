@@ -40,10 +40,10 @@ pub fn photo() -> Bytes {
 }
 
 /// One PNG chunk: length, type, data and CRC, so tests can forge headers (bombs, odd chunks) byte by byte.
-pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+pub fn png_chunk(kind: [u8; 4], data: &[u8]) -> Vec<u8> {
     let length = u32::try_from(data.len()).expect("small chunk").to_be_bytes();
     let crc = crc32(&[&kind[..], data].concat()).to_be_bytes();
-    [&length[..], kind, data, &crc].concat()
+    [&length[..], &kind, data, &crc].concat()
 }
 
 /// CRC-32 (IEEE, reflected, as PNG uses), bit by bit: only a few bytes go through it.

@@ -5,6 +5,7 @@
 //! copy for the security suite and for the fetcher's tests (tests/fetch.rs): those tests use only the fetcher's
 //! public API, so they live out here as an integration test instead of the library carrying test-only code.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,7 +169,7 @@ pub fn header_in<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 pub fn head(status: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut s = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
     for (k, v) in headers {
-        s.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(s, "{k}: {v}\r\n");
     }
     s.push_str("\r\n");
     s.into_bytes()
@@ -205,7 +206,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> 
     let mut tmp = [0u8; 4096];
     let closed = loop {
         match tokio::time::timeout_at((started + limit).into(), stream.read(&mut tmp)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(0) | Err(_)) => break true,
             Ok(Ok(n)) => got.extend_from_slice(&tmp[..n]),
             Err(_) => break false,
         }

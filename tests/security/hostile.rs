@@ -14,8 +14,8 @@ fn png_with_chunks(width: u32, height: u32, extra: usize) -> Vec<u8> {
     let mut ihdr = width.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
-    png.extend(png_chunk(b"IHDR", &ihdr));
-    let filler = png_chunk(b"zzZz", b"");
+    png.extend(png_chunk(*b"IHDR", &ihdr));
+    let filler = png_chunk(*b"zzZz", b"");
     for _ in 0..extra {
         png.extend_from_slice(&filler);
     }
@@ -29,8 +29,8 @@ fn png_with_chunks(width: u32, height: u32, extra: usize) -> Vec<u8> {
         b = (b + a) % 65521;
     }
     idat.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    png.extend(png_chunk(b"IDAT", &idat));
-    png.extend(png_chunk(b"IEND", b""));
+    png.extend(png_chunk(*b"IDAT", &idat));
+    png.extend(png_chunk(*b"IEND", b""));
     png
 }
 

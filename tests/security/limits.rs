@@ -2,6 +2,7 @@
 //! frames of animated GIFs (413), output pixels (413). Source bytes, source pixels, redirects and in-flight
 //! fetches have their tests in errors.rs and transform_http.rs (see SECURITY.md).
 
+use std::fmt::Write as _;
 use std::io::Cursor;
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ async fn more_than_100_headers_is_431() {
     let proxy = Proxy::start(&["--no-disk-cache"]).await;
     let mut request = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
     for n in 0..150 {
-        request.push_str(&format!("X-H{n}: v\r\n"));
+        let _ = write!(request, "X-H{n}: v\r\n");
     }
     request.push_str("\r\n");
     let (response, _, _) = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;

@@ -4,7 +4,7 @@ use super::*;
 use crate::request::SIGNATURE_KEY;
 
 fn canonical(segment: &str) -> String {
-    TransformOptions::parse(segment).map(|o| o.canonical()).unwrap_or_else(|e| format!("ERR {e}"))
+    TransformOptions::parse(segment).map_or_else(|e| format!("ERR {e}"), |o| o.canonical())
 }
 
 #[test]

@@ -75,7 +75,7 @@ pub(super) fn scan(fragment: &str, base: usize, sink: &mut Sink<'_>) {
 fn value_start(fragment: &str, span: Span<usize>, name_len: usize) -> usize {
     let bytes = fragment.as_bytes();
     let skip_space = |mut at: usize| {
-        while bytes.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
             at += 1;
         }
         at
