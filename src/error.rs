@@ -196,10 +196,7 @@ impl Error {
             Error::BadRequest(request @ (RequestError::Options(_) | RequestError::OptionsEncoding)) => {
                 (S::BAD_REQUEST, C::BadOptions, request.to_string().into())
             }
-            // The handler turns `RequestError::NoRoute` into `Error::NoRoute`; both are the same 404.
-            Error::NoRoute | Error::BadRequest(RequestError::NoRoute) => {
-                (S::NOT_FOUND, C::NoRoute, Fixed("no such route"))
-            }
+            Error::NoRoute => (S::NOT_FOUND, C::NoRoute, Fixed("no such route")),
             Error::Signature(SignatureError::Missing) => (
                 S::FORBIDDEN,
                 C::SignatureRequired,
@@ -389,6 +386,8 @@ mod tests {
         let public = error.public();
         assert_eq!((public.status, public.code), (StatusCode::FORBIDDEN, ErrorCode::ForbiddenTarget));
         assert!(public.message.starts_with("forbidden target: the host resolves to a non-public address"));
+        assert!(!public.message.contains(ADDRESS), "the address reaches the client: {}", public.message);
+        assert!(error.to_string().contains(ADDRESS), "the log loses the address: {error}");
     }
 
     #[test]

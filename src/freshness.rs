@@ -43,7 +43,8 @@ impl Default for Clock {
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Clock").field(&self.now()).finish()
+        // Printing a configuration must not read the clock (a test clock may count its readings).
+        f.write_str("Clock(..)")
     }
 }
 

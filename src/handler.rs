@@ -4,7 +4,7 @@ use http::{Method, Request, Response};
 
 use crate::error::{Error, ErrorCode};
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{RequestError, Route, parse_route};
+use crate::request::{Route, parse_route};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -56,7 +56,7 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     let (image_request, signature) = match parse_route(request.uri().path(), query, accept) {
         Ok(Route::Health) => return Ok((respond::text("ok\n", head_only), Outcome::default())),
         Ok(Route::Image { request, signature }) => (request, signature),
-        Err(RequestError::NoRoute) => return Err(Error::NoRoute),
+        Ok(Route::NotFound) => return Err(Error::NoRoute),
         Err(error) => return Err(error.into()),
     };
     // Before the cache: a signed-only server never answers an unsigned request, not even from the cache.

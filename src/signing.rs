@@ -135,7 +135,7 @@ pub fn sign_path(key: &SigningKey, input: &str) -> Result<String, SignInputError
     };
     let request = match parse_route(path, query, None) {
         Ok(Route::Image { request, .. }) => request,
-        Ok(Route::Health) | Err(RequestError::NoRoute) => return Err(SignInputError::Path),
+        Ok(Route::Health | Route::NotFound) => return Err(SignInputError::Path),
         Err(error) => return Err(error.into()),
     };
     Ok(request.signed_path(&key.sign(&request.signing_message())))

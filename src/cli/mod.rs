@@ -3,5 +3,6 @@
 
 mod progress;
 pub mod sign;
+mod signals;
 pub mod urls;
 pub mod warm;

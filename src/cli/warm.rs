@@ -14,10 +14,11 @@ use mirage::pipeline::Pipeline;
 use mirage::request::{Target, Variant};
 use mirage::warm::extract::{self, ExtractOptions, Extraction};
 use mirage::warm::report::{Report, ReportHead, Tally};
-use mirage::warm::warmer::{self, Backend, ServerClient, Settings, Signals, Stop, Unit, Warmer};
+use mirage::warm::warmer::{self, Backend, ServerClient, Settings, Stop, Unit, Warmer};
 use tokio::sync::watch;
 
 use super::progress::{Progress, ProgressStyleChoice};
+use super::signals::Signals;
 
 /// How long in-flight entries may take to finish after SIGINT/SIGTERM before they are abandoned.
 const GRACE: Duration = Duration::from_secs(5);
@@ -77,9 +78,9 @@ pub async fn run(args: WarmArgs) -> ExitCode {
     if !args.quiet {
         announce(&head, &extraction, destination.concurrency, args.per_host);
     }
-    let stop = warm(destination, &args, variants, units, &tally, head.jobs, signals).await;
-    let report = Report::new(head, &tally, started.elapsed(), stop.exit_code().is_some());
-    finish(&report, stop, args.report.as_deref())
+    let interrupted = warm(destination, &args, variants, units, &tally, head.jobs, signals).await;
+    let report = Report::new(head, &tally, started.elapsed(), interrupted.is_some());
+    finish(&report, interrupted, args.report.as_deref())
 }
 
 /// Logs only when `RUST_LOG` asks for it: the output of a run is its progress and its report.
@@ -183,7 +184,7 @@ fn announce(head: &ReportHead, extraction: &Extraction, concurrency: usize, per_
 }
 
 /// The run itself: every unit through the warmer, progress on stderr, a drain on the first signal and an abort
-/// after the grace period. Returns how the run ended.
+/// after the grace period. Returns the exit code of the signal that interrupted the run, if one did.
 async fn warm(
     destination: Destination,
     args: &WarmArgs,
@@ -192,9 +193,10 @@ async fn warm(
     tally: &Arc<Tally>,
     jobs: u64,
     signals: Signals,
-) -> Stop {
+) -> Option<u8> {
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    let signal_task = tokio::spawn(signals.watch(stop_tx, GRACE));
+    let (code_tx, code_rx) = watch::channel(None);
+    let signal_task = tokio::spawn(signals.watch(stop_tx, code_tx, GRACE));
     let settings = Settings {
         concurrency: destination.concurrency,
         per_host: args.per_host as usize,
@@ -207,15 +209,14 @@ async fn warm(
     // Even when interrupted: what was warmed is kept, so every queued disk write must land.
     warmer.flush_and_verify().await;
     progress.finish().await;
-    let stop = *stop_rx.borrow();
     signal_task.abort();
-    stop
+    *code_rx.borrow()
 }
 
 /// Prints the report, writes it as JSON when asked, and gives the exit code.
-fn finish(report: &Report, stop: Stop, json_path: Option<&Path>) -> ExitCode {
+fn finish(report: &Report, interrupted: Option<u8>, json_path: Option<&Path>) -> ExitCode {
     print!("{}", report.to_text());
-    let mut code = match stop.exit_code() {
+    let mut code = match interrupted {
         Some(code) => code,
         None if report.failed > 0 => 1,
         None => 0,

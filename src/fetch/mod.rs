@@ -65,14 +65,9 @@ impl Default for FetchConfig {
     }
 }
 
-/// Validators of a cached copy, sent so the origin can answer 304 instead of the whole image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
-    /// Sent as `If-None-Match`.
-    pub etag: Option<String>,
-    /// Sent as `If-Modified-Since`.
-    pub last_modified: Option<String>,
-}
+/// Validators of a cached copy (`ETag` sent as `If-None-Match`, `Last-Modified` as `If-Modified-Since`), so the
+/// origin can answer 304 instead of the whole image: the cache's own type, the one stored with each entry.
+pub use mirage_cache::Validators;
 
 /// The outcome of a successful fetch.
 #[derive(Debug, Clone)]
@@ -129,7 +124,8 @@ impl UpstreamHeaders {
     }
 }
 
-/// Why a fetch failed. Messages are one line and safe to show to clients.
+/// Why a fetch failed. Messages are one line, for the log: they may name resolved addresses and upstream
+/// statuses, so clients only ever see `crate::error::Error::public`'s text.
 ///
 /// `Clone` because one result is shared among all requests coalesced onto the same fetch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,7 +23,7 @@ fn non_http_target_is_forbidden() {
 }
 
 #[test]
-fn error_messages_are_single_public_lines() {
+fn error_messages_are_single_lines() {
     let errors = [
         FetchError::Forbidden("target address 127.0.0.1 is forbidden (loopback)".into()),
         FetchError::NotFound(404),

@@ -55,9 +55,7 @@ impl AcceptClass {
             AcceptClass::Basic
         }
     }
-}
 
-impl AcceptClass {
     /// Every class a client can fall into in this build, best first: `format=auto` has one cache entry each.
     pub fn negotiable() -> &'static [AcceptClass] {
         if AVIF_ENCODER {

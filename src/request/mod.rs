@@ -57,7 +57,7 @@ impl Variant {
     }
 }
 
-/// Why a request's URL was refused (400, or 404 for [`RequestError::NoRoute`]).
+/// Why a request's URL was refused (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// The target part.
@@ -69,9 +69,6 @@ pub enum RequestError {
     /// The options segment is not UTF-8 after percent-decoding.
     #[error("options are not valid UTF-8 after percent-decoding")]
     OptionsEncoding,
-    /// A path that is none of `/healthz`, `/?{target}` and `/{options}/?{target}` (404, not 400).
-    #[error("no such route")]
-    NoRoute,
 }
 
 impl ImageRequest {

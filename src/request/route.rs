@@ -17,6 +17,8 @@ pub enum Route {
         /// The `sig=` value as written, when the options carried one.
         signature: Option<String>,
     },
+    /// Any other path: not ours (404, not a malformed request).
+    NotFound,
 }
 
 /// Parses a request: `path` is the URI's path, `query` its raw query (everything after the first `?`: the
@@ -25,17 +27,19 @@ pub enum Route {
 /// `/healthz` is the health check; `/` mirrors the target; `/{options}/` (one non-empty segment) transforms it,
 /// after taking the signature out of the options: `sig=XXXX` anywhere in the list (`/sig=XXXX,width=300/`, or
 /// `/sig=XXXX/` for a signed mirror). Options that change nothing (`format=original`, or only defaults) make a
-/// mirror request, so they share the mirror's cache entry. Any other path is [`RequestError::NoRoute`].
+/// mirror request, so they share the mirror's cache entry. Any other path is [`Route::NotFound`].
 pub fn parse_route(path: &str, query: &str, accept: Option<&str>) -> Result<Route, RequestError> {
     match path {
         "/healthz" => Ok(Route::Health),
         "/" => Ok(Route::Image { request: ImageRequest::mirror(Target::parse(query)?), signature: None }),
         _ => {
-            let segment = path
+            let Some(segment) = path
                 .strip_prefix('/')
                 .and_then(|rest| rest.strip_suffix('/'))
                 .filter(|segment| !segment.is_empty() && !segment.contains('/'))
-                .ok_or(RequestError::NoRoute)?;
+            else {
+                return Ok(Route::NotFound);
+            };
             let (options, signature) = parse_options_segment(segment)?;
             let request = ImageRequest::from_options(options, Target::parse(query)?, accept);
             Ok(Route::Image { request, signature })
@@ -69,6 +73,17 @@ fn parse_options_segment(raw: &str) -> Result<(TransformOptions, Option<String>)
 }
 
 impl ImageRequest {
+    /// The request path that [`parse_route`] reads back as this request: `/?{target}` for a mirror,
+    /// `/{options}/?{target}` for a transform, the options canonical and the target written as `target_text`
+    /// (a spelling of this request's target: `mirage warm --server` keeps the articles' own spelling, which pages
+    /// and so a CDN's cache keys use).
+    pub fn path_for(&self, target_text: &str) -> String {
+        match &self.variant {
+            None => format!("/?{target_text}"),
+            Some(variant) => format!("/{}/?{target_text}", variant.options.canonical()),
+        }
+    }
+
     /// The request path with `signature` first in the options: `/sig=S/?{target}` for a mirror,
     /// `/sig=S,{options}/?{target}` for a transform, both canonical (exactly what the signature covers).
     pub fn signed_path(&self, signature: &str) -> String {
@@ -105,10 +120,20 @@ mod tests {
     #[test]
     fn other_paths_are_no_route() {
         for path in ["", "/x", "/w=300", "//", "/w=300/x/", "/a/b/", "w=300/"] {
-            assert_eq!(parse_route(path, TARGET, None), Err(RequestError::NoRoute), "{path:?}");
+            assert_eq!(parse_route(path, TARGET, None), Ok(Route::NotFound), "{path:?}");
         }
         // One segment between slashes is the options form, whatever it says.
         assert!(matches!(parse_route("/healthz/", TARGET, None), Err(RequestError::Options(_))));
+    }
+
+    #[test]
+    fn printed_paths_parse_back() {
+        for path in ["/", "/w=300,f=webp/", "/sig=abc,w=150,dpr=2/"] {
+            let (request, _) = image(path, "http%3A%2F%2FH%2Fa.jpg");
+            let printed = request.path_for("http://h/a.jpg");
+            let (printed_path, query) = printed.split_once('?').expect("a query");
+            assert_eq!(image(printed_path, query).0, request, "{printed}");
+        }
     }
 
     #[test]

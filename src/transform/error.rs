@@ -1,6 +1,7 @@
 //! Why a transform failed, in terms the pipeline can turn into an HTTP status (see each variant).
 
-/// A transform failure. The variant decides the status; the text is safe to show (no paths, no upstream bodies).
+/// A transform failure. The variant decides the status; the text is for the log (it may quote decoder and
+/// encoder internals): clients see only `crate::error::Error::public`'s text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransformError {
     /// The source's header declares more pixels than `Limits::max_source_pixels` (checked before decoding): 413.

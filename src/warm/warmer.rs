@@ -106,10 +106,7 @@ impl ServerClient {
     /// `BASE/{options}/?{url}`, or `BASE/?{url}` for the original, with the URL spelled as in the articles
     /// (what pages, and so a CDN's cache keys, will use).
     fn url_for(&self, request: &ImageRequest, raw: &str) -> String {
-        match &request.variant {
-            None => format!("{}/?{raw}", self.base),
-            Some(variant) => format!("{}/{}/?{raw}", self.base, variant.options.canonical()),
-        }
+        format!("{}{}", self.base, request.path_for(raw))
     }
 
     async fn attempt(&self, request: &ImageRequest, raw: &str) -> Attempt {
@@ -233,25 +230,15 @@ pub struct Settings {
     pub backoff: Duration,
 }
 
-/// Where a run stands; the signal handler moves it forward, never back.
+/// Where a run stands; whoever stops it (the command's signal handler) moves it forward, never back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// Warming.
     Running,
-    /// A signal came: start nothing new, let what is in flight finish. Carries the exit code to use.
-    Draining(u8),
-    /// Grace is over (or a second signal came): abandon what is in flight.
-    Abort(u8),
-}
-
-impl Stop {
-    /// The exit code of an interrupted run, if it was interrupted.
-    pub fn exit_code(self) -> Option<u8> {
-        match self {
-            Stop::Running => None,
-            Stop::Draining(code) | Stop::Abort(code) => Some(code),
-        }
-    }
+    /// Start nothing new, let what is in flight finish.
+    Draining,
+    /// Abandon what is in flight.
+    Abort,
 }
 
 /// A successful entry, checked on disk after the final flush (cache-dir mode).
@@ -443,7 +430,7 @@ impl Warmer {
     async fn until_abort(&self, work: impl Future<Output = ()>) {
         let mut stop = self.stop.clone();
         let aborted = async move {
-            if stop.wait_for(|stop| matches!(stop, Stop::Abort(_))).await.is_err() {
+            if stop.wait_for(|stop| matches!(stop, Stop::Abort)).await.is_err() {
                 // The signal handler is gone: no abort can come any more.
                 std::future::pending::<()>().await;
             }
@@ -465,57 +452,6 @@ fn backoff(base: Duration, retry: u32) -> Duration {
     // A fresh `RandomState` is randomly keyed: enough randomness for jitter without another dependency.
     let random = RandomState::new().hash_one(retry);
     delay + delay.mul_f64((random % 1000) as f64 / 4000.0)
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, registered up front so that a signal is never missed (or left to the
-/// default action, which would kill the process without a report).
-pub struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    /// Registers the handlers now. Needs a Tokio runtime.
-    pub fn register() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let streams = signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
-            Signals { streams: streams.ok() }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    /// The next signal, as the exit code it leads to: 130 for SIGINT, 143 for SIGTERM (128 + the number).
-    async fn next(&mut self) -> u8 {
-        #[cfg(unix)]
-        match &mut self.streams {
-            Some((interrupt, terminate)) => tokio::select! {
-                _ = interrupt.recv() => 130,
-                _ = terminate.recv() => 143,
-            },
-            None => std::future::pending().await,
-        }
-        #[cfg(not(unix))]
-        {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            130
-        }
-    }
-
-    /// First signal: drain. Then `grace`, or a second signal: abort.
-    pub async fn watch(mut self, stop: watch::Sender<Stop>, grace: Duration) {
-        let code = self.next().await;
-        let _ = stop.send(Stop::Draining(code));
-        tokio::select! {
-            _ = self.next() => {}
-            () = tokio::time::sleep(grace) => {}
-        }
-        let _ = stop.send(Stop::Abort(code));
-    }
 }
 
 #[cfg(test)]

@@ -255,100 +255,91 @@ impl TransformOptions {
     }
 }
 
+/// Gives a value enum its one list of names: `ALL` and `NAMES` (what 400s and the README list, in this order),
+/// `name()` (an exhaustive match, so a new variant without a name does not compile) and `from_name()`.
+macro_rules! named_values {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in the order messages and the README list them.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+            /// The canonical names of [`Self::ALL`], in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// The canonical name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            /// The value a canonical name stands for, case-insensitively.
+            fn from_name(value: &str) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|candidate| candidate.name().eq_ignore_ascii_case(value))
+            }
+        }
+    };
+}
+
+named_values!(Fit {
+    ScaleDown => "scale-down",
+    Contain => "contain",
+    Cover => "cover",
+    Crop => "crop",
+    Pad => "pad",
+    Fill => "fill",
+});
+
+named_values!(Gravity {
+    Center => "center",
+    Top => "top",
+    Bottom => "bottom",
+    Left => "left",
+    Right => "right",
+    TopLeft => "top-left",
+    TopRight => "top-right",
+    BottomLeft => "bottom-left",
+    BottomRight => "bottom-right",
+});
+
+named_values!(FormatChoice {
+    Auto => "auto",
+    Jpeg => "jpeg",
+    Png => "png",
+    Webp => "webp",
+    Avif => "avif",
+    Gif => "gif",
+    Original => "original",
+});
+
+named_values!(Rotate {
+    Deg90 => "90",
+    Deg180 => "180",
+    Deg270 => "270",
+});
+
 impl Fit {
     fn parse(value: &str) -> Option<Fit> {
-        Some(match value.to_ascii_lowercase().as_str() {
-            "scale-down" => Fit::ScaleDown,
-            "contain" => Fit::Contain,
-            "cover" => Fit::Cover,
-            "crop" => Fit::Crop,
-            "pad" => Fit::Pad,
-            "fill" => Fit::Fill,
-            _ => return None,
-        })
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Fit::ScaleDown => "scale-down",
-            Fit::Contain => "contain",
-            Fit::Cover => "cover",
-            Fit::Crop => "crop",
-            Fit::Pad => "pad",
-            Fit::Fill => "fill",
-        }
+        Fit::from_name(value)
     }
 }
 
 impl Gravity {
     fn parse(value: &str) -> Option<Gravity> {
-        Some(match value.to_ascii_lowercase().as_str() {
-            "center" | "centre" => Gravity::Center,
-            "top" => Gravity::Top,
-            "bottom" => Gravity::Bottom,
-            "left" => Gravity::Left,
-            "right" => Gravity::Right,
-            "top-left" => Gravity::TopLeft,
-            "top-right" => Gravity::TopRight,
-            "bottom-left" => Gravity::BottomLeft,
-            "bottom-right" => Gravity::BottomRight,
-            _ => return None,
-        })
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Gravity::Center => "center",
-            Gravity::Top => "top",
-            Gravity::Bottom => "bottom",
-            Gravity::Left => "left",
-            Gravity::Right => "right",
-            Gravity::TopLeft => "top-left",
-            Gravity::TopRight => "top-right",
-            Gravity::BottomLeft => "bottom-left",
-            Gravity::BottomRight => "bottom-right",
-        }
+        // The British spelling is accepted too, never printed.
+        if value.eq_ignore_ascii_case("centre") { Some(Gravity::Center) } else { Gravity::from_name(value) }
     }
 }
 
 impl FormatChoice {
     fn parse(value: &str) -> Option<FormatChoice> {
-        Some(match value.to_ascii_lowercase().as_str() {
-            "original" => FormatChoice::Original,
-            "auto" => FormatChoice::Auto,
-            "jpeg" | "jpg" => FormatChoice::Jpeg,
-            "png" => FormatChoice::Png,
-            "webp" => FormatChoice::Webp,
-            "avif" => FormatChoice::Avif,
-            "gif" => FormatChoice::Gif,
-            _ => return None,
-        })
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            FormatChoice::Original => "original",
-            FormatChoice::Auto => "auto",
-            FormatChoice::Jpeg => "jpeg",
-            FormatChoice::Png => "png",
-            FormatChoice::Webp => "webp",
-            FormatChoice::Avif => "avif",
-            FormatChoice::Gif => "gif",
-        }
+        // `jpg` is accepted too, never printed.
+        if value.eq_ignore_ascii_case("jpg") { Some(FormatChoice::Jpeg) } else { FormatChoice::from_name(value) }
     }
 }
 
 impl Rotate {
     fn parse(value: &str) -> Option<Rotate> {
-        Some(match value {
-            "90" => Rotate::Deg90,
-            "180" => Rotate::Deg180,
-            "270" => Rotate::Deg270,
-            _ => return None,
-        })
+        Rotate::from_name(value)
     }
 
     /// Clockwise degrees.

@@ -40,8 +40,22 @@ pub enum OptionKey {
 impl OptionKey {
     /// This key's row of [`OPTIONS`].
     pub fn spec(self) -> &'static OptionSpec {
-        // The table is in declaration order (checked by a test), so the discriminant is the row.
-        &OPTIONS[self as usize]
+        // An exhaustive match: a new key without a row does not compile (an index past the table's end is a
+        // compile-time error too); a test checks that every row sits at its key's position.
+        let row = match self {
+            OptionKey::Width => 0,
+            OptionKey::Height => 1,
+            OptionKey::Fit => 2,
+            OptionKey::Gravity => 3,
+            OptionKey::Quality => 4,
+            OptionKey::Format => 5,
+            OptionKey::Dpr => 6,
+            OptionKey::Background => 7,
+            OptionKey::Blur => 8,
+            OptionKey::Sharpen => 9,
+            OptionKey::Rotate => 10,
+        };
+        &OPTIONS[row]
     }
 
     /// The canonical name.
@@ -163,11 +177,6 @@ impl fmt::Debug for OptionSpec {
     }
 }
 
-const FITS: &[&str] = &["scale-down", "contain", "cover", "crop", "pad", "fill"];
-const GRAVITIES: &[&str] =
-    &["center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right"];
-const FORMATS: &[&str] = &["auto", "jpeg", "png", "webp", "avif", "gif", "original"];
-const ROTATIONS: &[&str] = &["90", "180", "270"];
 /// `dpr` when not given: 1.
 pub(super) const DPR_ONE: Tenths = Tenths(10);
 
@@ -203,7 +212,7 @@ pub static OPTIONS: [OptionSpec; 11] = [
         key: OptionKey::Fit,
         name: "fit",
         aliases: &[],
-        allowed: Allowed::Words(FITS),
+        allowed: Allowed::Words(Fit::NAMES),
         default: "scale-down",
         example: "fit=cover",
         set: |draft, _, value| {
@@ -216,7 +225,7 @@ pub static OPTIONS: [OptionSpec; 11] = [
         key: OptionKey::Gravity,
         name: "gravity",
         aliases: &["g"],
-        allowed: Allowed::Words(GRAVITIES),
+        allowed: Allowed::Words(Gravity::NAMES),
         default: "center",
         example: "gravity=top",
         set: |draft, _, value| {
@@ -245,7 +254,7 @@ pub static OPTIONS: [OptionSpec; 11] = [
         key: OptionKey::Format,
         name: "format",
         aliases: &["f"],
-        allowed: Allowed::Words(FORMATS),
+        allowed: Allowed::Words(FormatChoice::NAMES),
         default: "original",
         example: "format=auto",
         set: |draft, _, value| {
@@ -319,7 +328,7 @@ pub static OPTIONS: [OptionSpec; 11] = [
         key: OptionKey::Rotate,
         name: "rotate",
         aliases: &[],
-        allowed: Allowed::Words(ROTATIONS),
+        allowed: Allowed::Words(Rotate::NAMES),
         default: "none",
         example: "rotate=90",
         set: |draft, _, value| {

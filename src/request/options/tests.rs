@@ -84,8 +84,8 @@ fn messages_are_pinned() {
 
 #[test]
 fn table_rows_are_in_key_order_and_names_are_unique() {
-    for (row, spec) in OPTIONS.iter().enumerate() {
-        assert_eq!(spec.key as usize, row, "{spec:?}");
+    for spec in &OPTIONS {
+        assert!(std::ptr::eq(spec.key.spec(), spec), "{spec:?} is not its key's row");
         assert_eq!(spec.key.spec().name, spec.name);
         for name in std::iter::once(&spec.name).chain(spec.aliases) {
             assert_eq!(OptionKey::from_name(name), Some(spec.key), "{name}");
