@@ -3,6 +3,13 @@
 //!
 //! A transformed variant is derived from the cached original: the original is fetched once (and revalidated
 //! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
+//!
+//! Failing upstreams are handled in submodules: `refusal` remembers refusals for `--negative-ttl`, `stale` answers
+//! expired entries at once while upstream fails (with `crate::upstream_health` keeping the breaker and the retry
+//! schedule).
+
+mod refusal;
+mod stale;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +25,7 @@ use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
 use crate::transform::{self, Limits};
+use crate::upstream_health::{self, UpstreamHealth};
 use crate::workers::{CpuPool, PoolError};
 
 /// Where an answer came from, as told to clients in `X-Cache`.
@@ -106,6 +114,8 @@ struct Inner {
     signing: SigningPolicy,
     /// What every freshness and expiry decision reads (disk-file mtimes for LRU order stay on the wall clock).
     clock: Clock,
+    /// Per-host circuit breakers and per-key background retries of failing upstreams.
+    health: UpstreamHealth,
 }
 
 impl Pipeline {
@@ -141,6 +151,7 @@ impl Pipeline {
                 limits: config.transform.limits.clone(),
                 signing: config.signing.clone(),
                 clock: config.clock.clone(),
+                health: UpstreamHealth::new(config.retry_interval),
             }),
         })
     }
@@ -184,8 +195,14 @@ impl Pipeline {
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
-            return answer_from_cache(entry, tier.into(), now);
+        let stale = match self.inner.cache.lookup(&key, now).await {
+            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
+            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
+            Lookup::Miss => None,
+        };
+        if let Some(served) = stale.as_ref().and_then(|entry| self.variant_stale_at_once(key, request, variant, entry))
+        {
+            return Ok(served);
         }
         let pipeline = self.clone();
         let request = request.clone();
@@ -193,19 +210,34 @@ impl Pipeline {
         let filled = self
             .inner
             .fills
-            .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant).await })
+            .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant, stale).await })
             .await;
         flatten(filled)
     }
 
-    /// The leader's work for one variant key: get the original, transform it, store the result.
-    async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
+    /// The leader's work for one variant key: get the original, transform it, store the result. While upstream
+    /// fails, an expired copy of the variant (`stale`) answers instead, as an original's would.
+    async fn fill_variant(
+        &self,
+        request: &ImageRequest,
+        variant: &Variant,
+        stale: Option<Entry>,
+    ) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
         if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
             return answer_from_cache(entry, tier.into(), now);
         }
-        let original = self.get_source(&request.target).await?;
+        let original = match self.get_source(&request.target).await {
+            Ok(original) => original,
+            Err(error) => return self.stale_variant_or(key, stale, error),
+        };
+        if original.cache_status == CacheStatus::Stale {
+            // The original answers stale: so may this variant's own expired copy, without a transform.
+            if let Some(served) = self.stale_variant(key, stale) {
+                return Ok(served);
+            }
+        }
         let source = original.entry.body().clone();
         let options = variant.options.clone();
         let accepts = variant.accepts;
@@ -222,7 +254,13 @@ impl Pipeline {
             .map_err(|error| match error {
                 PoolError::Full => Error::Overloaded,
                 PoolError::Panicked => Error::Internal,
-            })??;
+            })
+            .and_then(|encoded| encoded.map_err(Error::from));
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            // A source that cannot be made into this variant stays so until it changes: remember that.
+            Err(error) => return Err(self.remember_refusal(key, error, self.inner.clock.unix_now()).await),
+        };
         // The transform took time: judge the result's freshness after it.
         let now = self.inner.clock.unix_now();
         // A variant lives as long as its original: when the original expires, both are refreshed together.
@@ -235,6 +273,7 @@ impl Pipeline {
         let cacheable = original.cacheable && cache_status != CacheStatus::Stale && entry.is_fresh(now);
         if cacheable {
             self.inner.cache.store(key, entry.clone()).await;
+            self.inner.health.revalidated(&key);
         }
         Ok(Served::new(entry, cache_status, original.cacheable, now))
     }
@@ -248,6 +287,9 @@ impl Pipeline {
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
+        if let Some(served) = stale.as_ref().and_then(|entry| self.source_stale_at_once(key, target, entry)) {
+            return Ok(served);
+        }
         let pipeline = self.clone();
         // Only a miss pays for owning a copy of the target.
         let request = ImageRequest::mirror(target.clone());
@@ -263,20 +305,34 @@ impl Pipeline {
         if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
             return answer_from_cache(entry, tier.into(), now);
         }
-        let fetched = match self.inner.fetch_slots.try_acquire() {
-            Ok(_slot) => {
-                let validators = stale.as_ref().map(|entry| Validators {
-                    etag: entry.meta().etag.clone(),
-                    last_modified: entry.meta().last_modified.clone(),
-                });
-                self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await.map_err(Error::from)
-            }
-            Err(_) => Err(Error::Overloaded),
+        // A host whose breaker is open is not contacted: its last failure answers at once.
+        let host = upstream_health::host_of(request.target.url());
+        let fetched = match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
+            Err(open) => Err(Error::Fetch(open)),
+            Ok(()) => match self.inner.fetch_slots.try_acquire() {
+                Ok(_slot) => {
+                    let validators = stale.as_ref().map(|entry| Validators {
+                        etag: entry.meta().etag.clone(),
+                        last_modified: entry.meta().last_modified.clone(),
+                    });
+                    let fetched = self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await;
+                    self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
+                    fetched.map_err(Error::from)
+                }
+                Err(_) => Err(Error::Overloaded),
+            },
         };
+        // Upstream answered (an image, a 304 or a refusal): no retry of this key is pending any more.
+        if fetched.as_ref().map_or_else(|error| !error.allows_stale(), |_| true) {
+            self.inner.health.revalidated(&key);
+        }
         // The fetch took time: lifetimes start when its answer arrived.
         let now = self.inner.clock.now();
         let served = match fetched {
-            Ok(Fetched::Full(upstream)) => self.admit(upstream, now)?,
+            Ok(Fetched::Full(upstream)) => match self.admit(upstream, now) {
+                Ok(served) => served,
+                Err(error) => return Err(self.remember_refusal(key, error, unix_seconds(now)).await),
+            },
             Ok(Fetched::NotModified(headers)) => {
                 let Some(stale) = stale else {
                     return Err(FetchError::UpstreamStatus(304).into());
@@ -296,14 +352,15 @@ impl Pipeline {
                 self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
+            Err(error) if !error.allows_stale() => {
+                return Err(self.remember_refusal(key, error, unix_seconds(now)).await);
+            }
             Err(error) => {
-                let stale_limit = self.inner.freshness.stale_if_error.as_secs();
                 return match stale {
-                    Some(entry)
-                        if error.allows_stale()
-                            && unix_seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
-                    {
+                    Some(entry) if self.may_answer_stale(&entry, unix_seconds(now)) => {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
+                        // The next requests answer stale at once; upstream is retried in the background.
+                        self.inner.health.revalidation_failed(&key, now);
                         Ok(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))
                     }
                     _ => Err(error),
@@ -333,13 +390,14 @@ impl Pipeline {
     }
 }
 
-/// A cached negative entry answers 404 until it expires; an image answers itself. `now` is when it was looked up.
+/// A cached negative entry answers 404 (or the remembered refusal) until it expires; an image answers itself. `now` is when it was looked up.
 fn answer_from_cache(entry: Entry, cache_status: CacheStatus, now: u64) -> Result<Served, Error> {
     match entry.meta().kind {
         EntryKind::Image => Ok(Served::new(entry, cache_status, true, now)),
         EntryKind::NotFound => {
             Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(now) })
         }
+        EntryKind::Refused => Err(refusal::recall(&entry.meta().content_type)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! File layout (all integers little-endian):
 //! ```text
 //! magic "MIRAGEC\0" | version u16 (=1) | header_len u32 | header | check [8] | body
-//! header = key [32] | kind u8 | stored_at u64 | expires_at u64 | body_len u64 | body_sha256 [32]
+//! header = key [32] | kind u8 (0 image, 1 not found, 2 refused) | stored_at u64 | expires_at u64 | body_len u64 | body_sha256 [32]
 //!        | content_type (u16 len + UTF-8) | etag (u8 flag [+ u16 len + UTF-8]) | last_modified (same)
 //! check  = first 8 bytes of sha256(magic .. end of header)
 //! ```
@@ -37,6 +37,11 @@ pub enum EntryKind {
     Image,
     /// A negative-cached upstream 404/410 (body is usually empty).
     NotFound,
+    /// A negative-cached refusal other than 404/410: upstream said no (401, 403, 451, ...), sent something that
+    /// is not an image, or the image cannot be transformed. The body is empty and `content_type` holds which
+    /// refusal it was, in the caller's own words (Mirage stores its error code and arguments there), so a
+    /// remembered refusal answers exactly as the first one did.
+    Refused,
 }
 
 /// Everything about an entry except its body.
@@ -118,6 +123,11 @@ impl Entry {
     /// `expires_at` (Unix seconds).
     pub fn not_found(stored_at: u64, expires_at: u64) -> Entry {
         Entry::build(EntryKind::NotFound, String::new(), stored_at, expires_at, Bytes::new())
+    }
+
+    /// A remembered refusal (see [`EntryKind::Refused`]): `reason` is kept in `content_type`, the body is empty.
+    pub fn refused(reason: impl Into<String>, stored_at: u64, expires_at: u64) -> Entry {
+        Entry::build(EntryKind::Refused, reason.into(), stored_at, expires_at, Bytes::new())
     }
 
     /// The same entry carrying upstream's validators (replacing any it had).
@@ -230,6 +240,7 @@ pub fn encode_header(key: &CacheKey, meta: &EntryMeta) -> Vec<u8> {
     header.push(match meta.kind {
         EntryKind::Image => 0,
         EntryKind::NotFound => 1,
+        EntryKind::Refused => 2,
     });
     header.extend_from_slice(&meta.stored_at.to_le_bytes());
     header.extend_from_slice(&meta.expires_at.to_le_bytes());
@@ -334,6 +345,7 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     let kind = match r.u8()? {
         0 => EntryKind::Image,
         1 => EntryKind::NotFound,
+        2 => EntryKind::Refused,
         _ => return Err(corrupt("unknown entry kind")),
     };
     let stored_at = r.u64()?;

@@ -52,7 +52,7 @@ const GOOD_TAIL: &[u8] = b"\x03\x00abc\x00\x00";
 #[test]
 fn round_trip_with_and_without_validators() {
     let k = key();
-    for entry in [sample(), Entry::not_found(5, 6)] {
+    for entry in [sample(), Entry::not_found(5, 6), Entry::refused("not_an_image", 5, 6)] {
         let file = Bytes::from(encode_file(&k, &entry));
         let back = decode(&k, file.clone()).expect("decodes");
         assert_eq!(*back.meta, *entry.meta);
@@ -189,4 +189,7 @@ fn named_constructors_derive_length_and_digest_from_the_body() {
     assert_eq!(gone.meta().kind, EntryKind::NotFound);
     assert_eq!((gone.meta().body_len(), gone.body().len()), (0, 0));
     assert_eq!(gone.meta().content_type, "");
+    let refused = Entry::refused("upstream_status/403", 7, 9);
+    assert_eq!(refused.meta().kind, EntryKind::Refused);
+    assert_eq!((refused.meta().content_type.as_str(), refused.body().len()), ("upstream_status/403", 0));
 }
