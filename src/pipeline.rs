@@ -319,6 +319,11 @@ impl Pipeline {
     /// Turns a fresh upstream answer into a cache entry, if it is an image.
     fn admit(&self, upstream: Upstream, now: SystemTime) -> Result<Served, Error> {
         let format = ImageFormat::sniff(&upstream.body).ok_or(Error::NotAnImage)?;
+        if let Some(vary) = upstream.headers.vary.as_deref() {
+            // Upstream negotiated. We send the same request headers on every fetch (never a client's), so this
+            // representation is the one every later fetch would get: it is kept for everyone, keyed without Vary.
+            tracing::debug!(url = %upstream.final_url, vary, format = format.media_type(), "upstream answer varies");
+        }
         let content_type = format.response_content_type(upstream.headers.content_type.as_deref());
         let ttl = match self.inner.freshness.lifetime(&upstream.headers, now) {
             Freshness::Fresh(ttl) => ttl,
