@@ -8,15 +8,16 @@ use mirage_cache::{CacheKey, Entry};
 
 use super::{CacheStatus, Pipeline, Served};
 use crate::error::Error;
-use crate::freshness::unix_seconds;
+use crate::freshness::{self, unix_seconds};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::upstream_health::StalePlan;
 
 impl Pipeline {
     /// Whether an expired `entry` may still answer while upstream fails: up to `--stale-if-error` past its expiry
-    /// (`now` in Unix seconds).
+    /// (`now` in Unix seconds), unless upstream forbade it (`must-revalidate`, `proxy-revalidate`).
     pub(super) fn may_answer_stale(&self, entry: &Entry, now: u64) -> bool {
-        now < entry.meta().expires_at.saturating_add(self.inner.freshness.stale_if_error.as_secs())
+        freshness::may_serve_stale(&entry.meta().freshness)
+            && now < entry.meta().expires_at.saturating_add(self.inner.freshness.stale_if_error.as_secs())
     }
 
     /// An expired original answered at once, if its key's last revalidation failed; starts the background retry
@@ -47,10 +48,9 @@ impl Pipeline {
             let pipeline = self.clone();
             let request = request.clone();
             let variant = variant.clone();
-            let stale = entry.clone();
             tokio::spawn(async move {
                 let leader = pipeline.clone();
-                let fill = move || async move { leader.fill_variant(&request, &variant, Some(stale)).await };
+                let fill = move || async move { leader.fill_variant(&request, &variant).await };
                 let _ = pipeline.inner.fills.fill_once(key, fill).await;
             });
         })
