@@ -257,7 +257,8 @@ impl Pipeline {
             }
             let now = self.inner.clock.unix_now();
             let meta = original.entry.meta();
-            let entry = expired.refreshed(now, meta.expires_at.max(now), meta.freshness, Default::default());
+            let entry =
+                expired.refreshed(now, meta.expires_at.max(now), meta.freshness, mirage_cache::Validators::default());
             return Ok(self.variant_answer(key, entry, &original, CacheStatus::Revalidated, now).await);
         }
         let source = original.entry.body().clone();
