@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mirage_cache::FreshnessInputs;
+
 use crate::fetch::UpstreamHeaders;
 
 /// The time every freshness and expiry decision on the request path reads: lookups, admission, revalidation,
@@ -97,60 +99,207 @@ pub struct FreshnessPolicy {
     pub negative_ttl: Duration,
 }
 
-/// What to do with a successful upstream response.
+/// What to do with a successful upstream response (a 200, or a 304 that confirms a stored copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// Upstream said `no-store`: serve it, keep nothing.
+    /// Upstream said `no-store` (or `Vary: *`): serve it, keep nothing.
     NoStore,
-    /// Keep it fresh for this long.
-    Fresh(Duration),
+    /// Upstream said `private`: a shared cache keeps nothing; the requesting client alone may keep it.
+    Private,
+    /// Keep it, with this lifetime.
+    Fresh(Lifetime),
 }
 
-impl FreshnessPolicy {
-    /// The lifetime of a response with these headers, received at `now`.
-    pub fn lifetime(&self, headers: &UpstreamHeaders, now: SystemTime) -> Freshness {
-        let directives = headers.cache_control.as_deref().map(CacheControl::parse).unwrap_or_default();
-        if directives.no_store {
-            return Freshness::NoStore;
+impl Freshness {
+    /// The lifetime when the answer is kept; `None` for `no-store` and `private`.
+    pub fn ttl(&self) -> Option<Duration> {
+        match self {
+            Freshness::Fresh(lifetime) => Some(lifetime.ttl),
+            Freshness::NoStore | Freshness::Private => None,
         }
-        let upstream = directives
-            .s_maxage
-            .or(directives.max_age)
-            .map(Duration::from_secs)
-            .map(|max_age| max_age.saturating_sub(parse_age(headers.age.as_deref())))
-            .or_else(|| expires_lifetime(headers, now));
-        let lifetime = upstream.unwrap_or(self.default_ttl);
-        Freshness::Fresh(lifetime.clamp(self.min_ttl, self.max_ttl.max(self.min_ttl)))
     }
 }
 
-/// The `Cache-Control` directives that matter to a shared cache.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct CacheControl {
-    no_store: bool,
-    max_age: Option<u64>,
-    s_maxage: Option<u64>,
+/// How long an entry stays fresh, and the upstream word it was computed from (stored with the entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// From now: upstream's lifetime less its `Age`, clamped by `--min-ttl`/`--max-ttl`, or `--default-ttl` when
+    /// upstream gave none; zero for `no-cache` and `max-age=0`, which no clamp lifts.
+    pub ttl: Duration,
+    /// What upstream said, kept so a bare 304 or a later decision does not fall back to our defaults.
+    pub inputs: FreshnessInputs,
 }
 
+/// Upstream lifetimes above this are `immutable` to clients.
+const IMMUTABLE_AFTER: u64 = 86_400;
+
+/// Whether clients may be told `immutable`: only when upstream itself gave a lifetime over a day (never for our
+/// `--default-ttl` or `--min-ttl`, which are guesses, not upstream's promise) and did not ask for revalidation.
+pub fn immutable(inputs: &FreshnessInputs) -> bool {
+    !inputs.no_cache && inputs.upstream_lifetime().is_some_and(|lifetime| lifetime > IMMUTABLE_AFTER)
+}
+
+/// Whether an expired entry may answer while upstream fails: not when upstream said `no-cache` or
+/// `must-revalidate` / `proxy-revalidate` (RFC 9111 4.2.4).
+pub fn may_serve_stale(inputs: &FreshnessInputs) -> bool {
+    !inputs.no_cache && !inputs.must_revalidate
+}
+
+impl FreshnessPolicy {
+    /// What to do with a 200 with these headers, received at `now`.
+    pub fn lifetime(&self, headers: &UpstreamHeaders, now: SystemTime) -> Freshness {
+        let directives = headers.cache_control.as_deref().map(CacheControl::parse).unwrap_or_default();
+        // `Vary: *` names something no request can repeat (RFC 9111 4.1): not reusable, so not stored.
+        if directives.no_store || varies_on_everything(headers) {
+            return Freshness::NoStore;
+        }
+        if directives.private {
+            return Freshness::Private;
+        }
+        let mut inputs = FreshnessInputs::default();
+        apply_cache_control(&mut inputs, &directives);
+        inputs.expires_lifetime = expires_lifetime(headers, now).map(|lifetime| lifetime.as_secs());
+        Freshness::Fresh(self.fresh(inputs, headers))
+    }
+
+    /// What to do after a 304 confirmed an entry stored with `stored`: the 304's own headers update the inputs
+    /// and absent ones keep the stored values (RFC 9111 4.3.4), so a bare 304 (S3 sends one) keeps upstream's
+    /// lifetime instead of falling back to `--default-ttl`. A `Cache-Control` in the 304 replaces the stored one
+    /// as a whole; an `Expires` replaces the stored `Expires`.
+    pub fn revalidated(&self, stored: FreshnessInputs, headers: &UpstreamHeaders, now: SystemTime) -> Freshness {
+        let mut inputs = stored;
+        if let Some(value) = headers.cache_control.as_deref() {
+            let directives = CacheControl::parse(value);
+            if directives.no_store {
+                return Freshness::NoStore;
+            }
+            if directives.private {
+                return Freshness::Private;
+            }
+            apply_cache_control(&mut inputs, &directives);
+        }
+        if headers.expires.is_some() {
+            inputs.expires_lifetime = expires_lifetime(headers, now).map(|lifetime| lifetime.as_secs());
+        }
+        Freshness::Fresh(self.fresh(inputs, headers))
+    }
+
+    /// The lifetime from `inputs`, less the answer's `Age`, within our bounds.
+    fn fresh(&self, inputs: FreshnessInputs, headers: &UpstreamHeaders) -> Lifetime {
+        // Revalidation before every reuse is upstream's explicit word: no clamp lifts it.
+        if inputs.no_cache {
+            return Lifetime { ttl: Duration::ZERO, inputs };
+        }
+        let ttl = match inputs.upstream_lifetime() {
+            Some(lifetime) => Duration::from_secs(lifetime).saturating_sub(parse_age(headers.age.as_deref())),
+            None => self.default_ttl,
+        };
+        Lifetime { ttl: ttl.clamp(self.min_ttl, self.max_ttl.max(self.min_ttl)), inputs }
+    }
+}
+
+/// Sets what `Cache-Control` decides: the lifetime (`s-maxage` wins for a shared cache) and the flags.
+fn apply_cache_control(inputs: &mut FreshnessInputs, directives: &CacheControl) {
+    let max_age = directives.s_maxage.or(directives.max_age);
+    inputs.max_age = max_age;
+    inputs.no_cache = directives.no_cache || max_age == Some(0);
+    // RFC 9111 5.2.2.10: `s-maxage` also implies `proxy-revalidate`.
+    inputs.must_revalidate = directives.must_revalidate || directives.s_maxage.is_some();
+}
+
+/// The `Cache-Control` directives that matter to a shared cache, read from every field line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `no-store`: keep nothing.
+    pub no_store: bool,
+    /// `private` (qualified or not, as nginx and Varnish treat it): a shared cache keeps nothing.
+    pub private: bool,
+    /// `no-cache` (qualified or not): stored, but revalidated before every reuse.
+    pub no_cache: bool,
+    /// `must-revalidate`, or `proxy-revalidate`, which says the same to a shared cache: never served stale.
+    pub must_revalidate: bool,
+    /// `max-age` in seconds.
+    pub max_age: Option<u64>,
+    /// `s-maxage` in seconds: a shared cache's own `max-age`.
+    pub s_maxage: Option<u64>,
+}
+
+/// RFC 9111 1.2.2: a delta-seconds too large to represent is taken as 2^31.
+const DELTA_SECONDS_CAP: u64 = 1 << 31;
+
 impl CacheControl {
-    fn parse(value: &str) -> CacheControl {
+    /// Parses a `Cache-Control` value (all field lines joined with commas) with RFC 9110 list syntax: elements
+    /// separated by commas, empty ones skipped, arguments as tokens or quoted strings (which may hold commas and
+    /// `\` escapes). Names are case-insensitive; unknown directives are ignored. When a directive repeats, the most
+    /// restrictive value wins (the shortest lifetime); an invalid lifetime (`max-age=soon`) counts as 0, i.e.
+    /// stale, as RFC 9111 4.2.1 encourages.
+    pub fn parse(value: &str) -> CacheControl {
         let mut parsed = CacheControl::default();
-        for directive in value.split(',') {
-            let (name, argument) = match directive.split_once('=') {
-                Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
-                None => (directive.trim(), None),
-            };
-            let seconds = || argument.and_then(|a| a.parse::<u64>().ok());
+        let mut rest = value;
+        while !rest.is_empty() {
+            let (name, argument, after) = next_directive(rest);
+            rest = after;
+            let seconds = || delta_seconds(argument.as_deref());
+            let shortest = |current: Option<u64>, new: u64| Some(current.map_or(new, |c| c.min(new)));
             match name.to_ascii_lowercase().as_str() {
                 "no-store" => parsed.no_store = true,
-                // RFC 9111: when a directive appears twice with different values, the first one wins here.
-                "max-age" => parsed.max_age = parsed.max_age.or_else(seconds),
-                "s-maxage" => parsed.s_maxage = parsed.s_maxage.or_else(seconds),
+                "private" => parsed.private = true,
+                "no-cache" => parsed.no_cache = true,
+                "must-revalidate" | "proxy-revalidate" => parsed.must_revalidate = true,
+                "max-age" => parsed.max_age = shortest(parsed.max_age, seconds()),
+                "s-maxage" => parsed.s_maxage = shortest(parsed.s_maxage, seconds()),
                 _ => {}
             }
         }
         parsed
     }
+}
+
+/// Splits the first list element off `input`: its name, its argument (unquoted) and what follows its comma.
+fn next_directive(input: &str) -> (&str, Option<String>, &str) {
+    let input = input.trim_start_matches([' ', '\t', ',']);
+    let name_end = input.find(['=', ',']).unwrap_or(input.len());
+    let name = input[..name_end].trim();
+    let rest = &input[name_end..];
+    let Some(rest) = rest.strip_prefix('=') else {
+        return (name, None, rest);
+    };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut argument = String::new();
+        let mut chars = quoted.char_indices();
+        let mut end = quoted.len();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = at + 1;
+                    break;
+                }
+                '\\' => argument.extend(chars.next().map(|(_, escaped)| escaped)),
+                c => argument.push(c),
+            }
+        }
+        // Anything between the closing quote and the next comma is malformed and skipped.
+        let after = &quoted[end..];
+        let after = after.find(',').map_or("", |comma| &after[comma..]);
+        return (name, Some(argument), after);
+    }
+    let end = rest.find(',').unwrap_or(rest.len());
+    (name, Some(rest[..end].trim().to_owned()), &rest[end..])
+}
+
+/// A delta-seconds argument (RFC 9111 1.2.2); anything but digits is invalid and counts as 0.
+fn delta_seconds(argument: Option<&str>) -> u64 {
+    match argument {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse::<u64>().map_or(DELTA_SECONDS_CAP, |n| n.min(DELTA_SECONDS_CAP))
+        }
+        _ => 0,
+    }
+}
+
+fn varies_on_everything(headers: &UpstreamHeaders) -> bool {
+    headers.vary.as_deref().is_some_and(|vary| vary.split(',').any(|name| name.trim() == "*"))
 }
 
 fn parse_age(age: Option<&str>) -> Duration {
@@ -201,27 +350,29 @@ mod tests {
     #[test]
     fn max_age_within_bounds_is_kept() {
         let now = fixed_now();
-        assert_eq!(
-            policy().lifetime(&headers(Some("public, max-age=7200"), None, None), now),
-            Freshness::Fresh(2 * HOUR)
-        );
+        assert_eq!(policy().lifetime(&headers(Some("public, max-age=7200"), None, None), now).ttl(), Some(2 * HOUR));
     }
 
     #[test]
     fn s_maxage_wins_over_max_age() {
         let h = headers(Some("max-age=7200, s-maxage=10800"), None, None);
-        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(3 * HOUR));
+        assert_eq!(policy().lifetime(&h, fixed_now()).ttl(), Some(3 * HOUR));
     }
 
     #[test]
     fn lifetimes_are_clamped() {
         let now = fixed_now();
-        assert_eq!(policy().lifetime(&headers(Some("max-age=5"), None, None), now), Freshness::Fresh(HOUR));
+        assert_eq!(policy().lifetime(&headers(Some("max-age=5"), None, None), now).ttl(), Some(HOUR));
+        // A zero lifetime is upstream asking for revalidation before every reuse: no clamp lifts it.
         assert_eq!(
-            policy().lifetime(&headers(Some("max-age=0, must-revalidate"), None, None), now),
-            Freshness::Fresh(HOUR)
+            policy().lifetime(&headers(Some("max-age=0, must-revalidate"), None, None), now).ttl(),
+            Some(Duration::ZERO)
         );
-        assert_eq!(policy().lifetime(&headers(Some("max-age=31536000"), None, None), now), Freshness::Fresh(30 * DAY));
+        assert_eq!(
+            policy().lifetime(&headers(Some("no-cache, max-age=600"), None, None), now).ttl(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(policy().lifetime(&headers(Some("max-age=31536000"), None, None), now).ttl(), Some(30 * DAY));
     }
 
     #[test]
@@ -231,15 +382,15 @@ mod tests {
 
     #[test]
     fn silence_gives_the_default() {
-        assert_eq!(policy().lifetime(&headers(None, None, None), fixed_now()), Freshness::Fresh(7 * DAY));
+        assert_eq!(policy().lifetime(&headers(None, None, None), fixed_now()).ttl(), Some(7 * DAY));
     }
 
     #[test]
     fn expires_is_relative_to_upstream_date() {
         let h = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
-        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(2 * DAY));
+        assert_eq!(policy().lifetime(&h, fixed_now()).ttl(), Some(2 * DAY));
         let invalid = headers(None, Some("0"), None);
-        assert_eq!(policy().lifetime(&invalid, fixed_now()), Freshness::Fresh(HOUR));
+        assert_eq!(policy().lifetime(&invalid, fixed_now()).ttl(), Some(HOUR));
     }
 
     #[test]
@@ -250,22 +401,124 @@ mod tests {
             Some("Tue, 01 Jan 2030 00:00:00 GMT"),
         );
         h.age = Some("3600".into());
-        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::Fresh(Duration::from_secs(86400)));
+        assert_eq!(policy().lifetime(&h, fixed_now()).ttl(), Some(Duration::from_secs(86400)));
     }
 
     #[test]
     fn expires_without_date_is_relative_to_the_clock() {
         let clock = ManualClock::new(fixed_now());
         let h = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), None);
-        assert_eq!(policy().lifetime(&h, clock.now()), Freshness::Fresh(2 * DAY));
+        assert_eq!(policy().lifetime(&h, clock.now()).ttl(), Some(2 * DAY));
         clock.advance(DAY);
-        assert_eq!(policy().lifetime(&h, clock.clock().now()), Freshness::Fresh(DAY));
+        assert_eq!(policy().lifetime(&h, clock.clock().now()).ttl(), Some(DAY));
         // Past Expires: already expired, so the lower clamp applies.
         clock.advance(3 * DAY);
-        assert_eq!(policy().lifetime(&h, clock.now()), Freshness::Fresh(HOUR));
+        assert_eq!(policy().lifetime(&h, clock.now()).ttl(), Some(HOUR));
         // Upstream's Date, when sent, wins over our clock.
         let dated = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
-        assert_eq!(policy().lifetime(&dated, clock.now()), Freshness::Fresh(2 * DAY));
+        assert_eq!(policy().lifetime(&dated, clock.now()).ttl(), Some(2 * DAY));
+    }
+
+    #[test]
+    fn cache_control_follows_list_syntax() {
+        let parsed = CacheControl::parse(" , Public,MAX-AGE=600 ,, x=\"a, no-store, \\\" private\", must-revalidate");
+        let expected = CacheControl { must_revalidate: true, max_age: Some(600), ..CacheControl::default() };
+        assert_eq!(parsed, expected);
+        // Quoted arguments are accepted for lifetimes too, and garbage after a closing quote is skipped.
+        assert_eq!(CacheControl::parse("max-age=\"60\"junk, no-store").max_age, Some(60));
+        assert!(CacheControl::parse("max-age=\"60\"junk, no-store").no_store);
+        assert!(CacheControl::parse("community=\"unterminated, no-store").eq(&CacheControl::default()));
+        assert!(CacheControl::parse("proxy-revalidate").must_revalidate);
+        assert!(CacheControl::parse("private=\"set-cookie\"").private);
+        assert!(CacheControl::parse("no-cache=\"set-cookie, foo\"").no_cache);
+    }
+
+    #[test]
+    fn repeated_directives_take_the_most_restrictive_value() {
+        let parsed = CacheControl::parse("public, max-age=600, max-age=60, s-maxage=10, s-maxage=100");
+        assert_eq!((parsed.max_age, parsed.s_maxage), (Some(60), Some(10)));
+        // Invalid lifetimes count as zero (stale); a huge one is capped at 2^31 (RFC 9111 1.2.2).
+        assert_eq!(CacheControl::parse("max-age=soon").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age=-5").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age=99999999999999999999999").max_age, Some(1 << 31));
+        // Every line of the header arrives joined with commas: a `no-store` on a later line counts.
+        let two_lines = headers(Some("public, max-age=600, no-store"), None, None);
+        assert_eq!(policy().lifetime(&two_lines, fixed_now()), Freshness::NoStore);
+    }
+
+    #[test]
+    fn vary_star_is_not_stored() {
+        let mut h = headers(Some("max-age=600"), None, None);
+        h.vary = Some("Accept, *".to_owned());
+        assert_eq!(policy().lifetime(&h, fixed_now()), Freshness::NoStore);
+        h.vary = Some("Accept".to_owned());
+        assert_eq!(policy().lifetime(&h, fixed_now()).ttl(), Some(HOUR));
+    }
+
+    fn inputs_of(freshness: Freshness) -> FreshnessInputs {
+        match freshness {
+            Freshness::Fresh(lifetime) => lifetime.inputs,
+            other => panic!("expected a stored answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn private_and_no_cache_are_told_apart() {
+        let now = fixed_now();
+        assert_eq!(policy().lifetime(&headers(Some("private, max-age=600"), None, None), now), Freshness::Private);
+        assert_eq!(policy().lifetime(&headers(Some("private, no-store"), None, None), now), Freshness::NoStore);
+        let no_cache = inputs_of(policy().lifetime(&headers(Some("no-cache"), None, None), now));
+        assert!(no_cache.no_cache && !may_serve_stale(&no_cache) && !immutable(&no_cache));
+        let zero = inputs_of(policy().lifetime(&headers(Some("max-age=0"), None, None), now));
+        assert_eq!((zero.no_cache, zero.max_age), (true, Some(0)));
+        // s-maxage is a shared cache's max-age, and implies proxy-revalidate (RFC 9111 5.2.2.10).
+        let shared = inputs_of(policy().lifetime(&headers(Some("max-age=0, s-maxage=600"), None, None), now));
+        assert_eq!((shared.no_cache, shared.must_revalidate, shared.max_age), (false, true, Some(600)));
+        assert!(!may_serve_stale(&shared));
+    }
+
+    #[test]
+    fn immutable_needs_upstream_own_lifetime_over_a_day() {
+        let now = fixed_now();
+        let of = |cache_control: Option<&str>| {
+            immutable(&inputs_of(policy().lifetime(&headers(cache_control, None, None), now)))
+        };
+        assert!(!of(None), "the default lifetime is our guess, not upstream's");
+        assert!(!of(Some("max-age=600")), "lifted by --min-ttl, still upstream's 600 s");
+        assert!(!of(Some("max-age=86400")));
+        assert!(of(Some("max-age=86401")));
+        assert!(!of(Some("max-age=172800, no-cache")));
+        let expires = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert!(immutable(&inputs_of(policy().lifetime(&expires, now))));
+    }
+
+    #[test]
+    fn a_304_updates_only_what_it_carries() {
+        let now = fixed_now();
+        let policy = FreshnessPolicy { min_ttl: Duration::ZERO, ..policy() };
+        let stored = inputs_of(policy.lifetime(&headers(Some("max-age=7200, must-revalidate"), None, None), now));
+        // A bare 304 keeps the stored lifetime and directives.
+        let bare = policy.revalidated(stored, &UpstreamHeaders::default(), now);
+        assert_eq!(bare.ttl(), Some(2 * HOUR));
+        assert_eq!(inputs_of(bare), stored);
+        // Its Age still counts.
+        let aged = UpstreamHeaders { age: Some("600".to_owned()), ..UpstreamHeaders::default() };
+        assert_eq!(policy.revalidated(stored, &aged, now).ttl(), Some(2 * HOUR - Duration::from_secs(600)));
+        // A Cache-Control in the 304 replaces the stored one as a whole.
+        let replaced = policy.revalidated(stored, &headers(Some("max-age=60"), None, None), now);
+        assert_eq!(replaced.ttl(), Some(Duration::from_secs(60)));
+        assert!(!inputs_of(replaced).must_revalidate);
+        assert_eq!(policy.revalidated(stored, &headers(Some("private"), None, None), now), Freshness::Private);
+        assert_eq!(policy.revalidated(stored, &headers(Some("no-store"), None, None), now), Freshness::NoStore);
+        // An Expires in the 304 replaces the stored Expires, but max-age still wins over it.
+        let expires = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        let with_expires = policy.revalidated(stored, &expires, now);
+        assert_eq!((with_expires.ttl(), inputs_of(with_expires).expires_lifetime), (Some(2 * HOUR), Some(2 * 86_400)));
+        let only_expires = FreshnessInputs::default();
+        assert_eq!(policy.revalidated(only_expires, &expires, now).ttl(), Some(2 * DAY));
+        // Nothing known (an entry from before format version 2): the default lifetime, as before.
+        assert_eq!(policy.revalidated(only_expires, &UpstreamHeaders::default(), now).ttl(), Some(7 * DAY));
     }
 
     #[test]

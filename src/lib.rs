@@ -17,5 +17,6 @@ pub mod signing;
 pub mod sniff;
 pub mod telemetry;
 pub mod transform;
+pub mod upstream_health;
 pub mod warm;
 pub mod workers;

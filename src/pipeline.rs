@@ -3,11 +3,20 @@
 //!
 //! A transformed variant is derived from the cached original: the original is fetched once (and revalidated
 //! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
+//!
+//! Failing upstreams are handled in submodules: `refusal` remembers refusals for `--negative-ttl`, `stale` answers
+//! expired entries at once while upstream fails (with `crate::upstream_health` keeping the breaker and the retry
+//! schedule).
+
+mod refusal;
+mod stale;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mirage_cache::{Coalescer, DiskTier, Entry, EntryKind, FillError, Lookup, MemoryTier, Tier, TieredCache};
+use mirage_cache::{
+    CacheKey, Coalescer, DiskTier, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
+};
 use tokio::sync::Semaphore;
 
 use crate::config::PipelineConfig;
@@ -18,6 +27,7 @@ use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
 use crate::transform::{self, Limits};
+use crate::upstream_health::{self, UpstreamHealth};
 use crate::workers::{CpuPool, PoolError};
 
 /// Where an answer came from, as told to clients in `X-Cache`.
@@ -64,23 +74,36 @@ pub struct Served {
     pub entry: Entry,
     /// Where it came from.
     pub cache_status: CacheStatus,
-    /// Whether clients and CDNs may cache it (false when upstream said `no-store`).
+    /// Whether clients and CDNs may cache it (false when upstream said `no-store` or `private`).
     pub cacheable: bool,
+    /// Upstream said `private`: only the requesting client may keep it.
+    pub private: bool,
     /// Whether the answer depends on the request's `Accept` header (`format=auto`).
     pub varies_on_accept: bool,
-    /// Unix seconds, on the pipeline's clock, when this answer was made: what is left of the entry's lifetime
-    /// from then is the `max-age` clients get.
+    /// Unix seconds, on the pipeline's clock, when this answer was made: its `Age` counts up to here.
     pub answered_at: u64,
 }
 
 impl Served {
     fn new(entry: Entry, cache_status: CacheStatus, cacheable: bool, answered_at: u64) -> Served {
-        Served { entry, cache_status, cacheable, varies_on_accept: false, answered_at }
+        Served { entry, cache_status, cacheable, private: false, varies_on_accept: false, answered_at }
     }
 
-    /// Seconds the entry stays fresh from when this answer was made (0 once expired).
-    pub fn fresh_for(&self) -> u64 {
-        self.entry.meta().expires_at.saturating_sub(self.answered_at)
+    /// An answer nobody may keep: `private` (for the requesting client only) or `no-store`.
+    fn uncacheable(entry: Entry, cache_status: CacheStatus, private: bool, answered_at: u64) -> Served {
+        Served { private, ..Served::new(entry, cache_status, false, answered_at) }
+    }
+
+    /// Seconds since the entry was stored or last revalidated, when this answer was made (its `Age`).
+    pub fn age(&self) -> u64 {
+        self.answered_at.saturating_sub(self.entry.meta().stored_at)
+    }
+
+    /// The entry's whole lifetime in seconds, from when it was stored or last revalidated: with [`Served::age`],
+    /// what a downstream cache needs to work out what is left.
+    pub fn lifetime(&self) -> u64 {
+        let meta = self.entry.meta();
+        meta.expires_at.saturating_sub(meta.stored_at)
     }
 }
 
@@ -106,6 +129,8 @@ struct Inner {
     signing: SigningPolicy,
     /// What every freshness and expiry decision reads (disk-file mtimes for LRU order stay on the wall clock).
     clock: Clock,
+    /// Per-host circuit breakers and per-key background retries of failing upstreams.
+    health: UpstreamHealth,
 }
 
 impl Pipeline {
@@ -141,6 +166,7 @@ impl Pipeline {
                 limits: config.transform.limits.clone(),
                 signing: config.signing.clone(),
                 clock: config.clock.clone(),
+                health: UpstreamHealth::new(config.retry_interval),
             }),
         })
     }
@@ -184,8 +210,14 @@ impl Pipeline {
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
-            return answer_from_cache(entry, tier.into(), now);
+        let stale = match self.inner.cache.lookup(&key, now).await {
+            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
+            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
+            Lookup::Miss => None,
+        };
+        if let Some(served) = stale.as_ref().and_then(|entry| self.variant_stale_at_once(key, request, variant, entry))
+        {
+            return Ok(served);
         }
         let pipeline = self.clone();
         let request = request.clone();
@@ -198,14 +230,37 @@ impl Pipeline {
         flatten(filled)
     }
 
-    /// The leader's work for one variant key: get the original, transform it, store the result.
+    /// The leader's work for one variant key: get the original, transform it, store the result. An expired
+    /// variant made from the very bytes the original still has is renewed instead of made again: a variant is
+    /// revalidated by revalidating its original. While upstream fails, the expired variant answers `STALE` under
+    /// the rules of an original (see `stale`), also when the original itself is no longer cached.
     async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
-        if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
-            return answer_from_cache(entry, tier.into(), now);
+        let expired = match self.inner.cache.lookup(&key, now).await {
+            Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
+            Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
+            Lookup::Miss => None,
+        };
+        let original = match self.get_source(&request.target).await {
+            Ok(original) => original,
+            Err(error) => return self.stale_variant_or(key, expired, error),
+        };
+        // A variant's validator is the digest token of the original it was made from.
+        let source_token = original.entry.etag_token();
+        if let Some(expired) = expired.filter(|entry| entry.meta().etag.as_deref() == Some(source_token.as_str())) {
+            // The original answers stale: so does this variant's own copy, and its next requests do at once.
+            if original.cache_status == CacheStatus::Stale
+                && let Some(served) = self.stale_variant(key, Some(expired.clone()))
+            {
+                return Ok(served);
+            }
+            let now = self.inner.clock.unix_now();
+            let meta = original.entry.meta();
+            let entry =
+                expired.refreshed(now, meta.expires_at.max(now), meta.freshness, mirage_cache::Validators::default());
+            return Ok(self.variant_answer(key, entry, &original, CacheStatus::Revalidated, now).await);
         }
-        let original = self.get_source(&request.target).await?;
         let source = original.entry.body().clone();
         let options = variant.options.clone();
         let accepts = variant.accepts;
@@ -222,21 +277,44 @@ impl Pipeline {
             .map_err(|error| match error {
                 PoolError::Full => Error::Overloaded,
                 PoolError::Panicked => Error::Internal,
-            })??;
+            })
+            .and_then(|encoded| encoded.map_err(Error::from));
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            // A source that cannot be made into this variant stays so until it changes: remember that.
+            Err(error) => return Err(self.remember_refusal(key, error, self.inner.clock.unix_now()).await),
+        };
         // The transform took time: judge the result's freshness after it.
         let now = self.inner.clock.unix_now();
-        // A variant lives as long as its original: when the original expires, both are refreshed together.
-        let expires_at = original.entry.meta().expires_at.max(now);
-        let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, expires_at);
-        let cache_status = match original.cache_status {
-            CacheStatus::Stale => CacheStatus::Stale,
-            _ => CacheStatus::Miss,
-        };
-        let cacheable = original.cacheable && cache_status != CacheStatus::Stale && entry.is_fresh(now);
-        if cacheable {
-            self.inner.cache.store(key, entry.clone()).await;
+        // A variant follows its original: it expires with it (and is then renewed with it), and carries its
+        // freshness inputs, so `no-cache`, `must-revalidate` and `immutable` hold for it as for the original.
+        let meta = original.entry.meta();
+        let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, meta.expires_at.max(now))
+            .with_freshness(meta.freshness)
+            .with_validators(mirage_cache::Validators { etag: Some(source_token), last_modified: None });
+        Ok(self.variant_answer(key, entry, &original, CacheStatus::Miss, now).await)
+    }
+
+    /// Answers with a variant made (`Miss`) or renewed (`Revalidated`) from `original`, and stores it when the
+    /// original may be kept. A variant of a stale original answers `STALE` and is not stored: it only bridges
+    /// the outage.
+    async fn variant_answer(
+        &self,
+        key: CacheKey,
+        entry: Entry,
+        original: &Served,
+        cache_status: CacheStatus,
+        now: u64,
+    ) -> Served {
+        let cache_status = if original.cache_status == CacheStatus::Stale { CacheStatus::Stale } else { cache_status };
+        if !original.cacheable {
+            return Served::uncacheable(entry, cache_status, original.private, now);
         }
-        Ok(Served::new(entry, cache_status, original.cacheable, now))
+        if cache_status != CacheStatus::Stale {
+            self.inner.cache.store(key, entry.clone()).await;
+            self.inner.health.revalidated(&key);
+        }
+        Served::new(entry, cache_status, true, now)
     }
 
     /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
@@ -248,6 +326,9 @@ impl Pipeline {
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
+        if let Some(served) = stale.as_ref().and_then(|entry| self.source_stale_at_once(key, target, entry)) {
+            return Ok(served);
+        }
         let pipeline = self.clone();
         // Only a miss pays for owning a copy of the target.
         let request = ImageRequest::mirror(target.clone());
@@ -263,32 +344,57 @@ impl Pipeline {
         if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
             return answer_from_cache(entry, tier.into(), now);
         }
-        let fetched = match self.inner.fetch_slots.try_acquire() {
-            Ok(_slot) => {
-                let validators = stale.as_ref().map(|entry| Validators {
-                    etag: entry.meta().etag.clone(),
-                    last_modified: entry.meta().last_modified.clone(),
-                });
-                self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await.map_err(Error::from)
-            }
-            Err(_) => Err(Error::Overloaded),
+        // A host whose breaker is open is not contacted: its last failure answers at once.
+        let host = upstream_health::host_of(request.target.url());
+        let fetched = match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
+            Err(open) => Err(Error::Fetch(open)),
+            Ok(()) => match self.inner.fetch_slots.try_acquire() {
+                Ok(_slot) => {
+                    let validators = stale.as_ref().map(|entry| Validators {
+                        etag: entry.meta().etag.clone(),
+                        last_modified: entry.meta().last_modified.clone(),
+                    });
+                    let fetched = self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await;
+                    self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
+                    fetched.map_err(Error::from)
+                }
+                Err(_) => Err(Error::Overloaded),
+            },
         };
+        // Upstream answered (an image, a 304 or a refusal): no retry of this key is pending any more.
+        if fetched.as_ref().map_or_else(|error| !error.allows_stale(), |_| true) {
+            self.inner.health.revalidated(&key);
+        }
         // The fetch took time: lifetimes start when its answer arrived.
         let now = self.inner.clock.now();
         let served = match fetched {
-            Ok(Fetched::Full(upstream)) => self.admit(upstream, now)?,
+            Ok(Fetched::Full(upstream)) => match self.admit(upstream, now) {
+                Ok(served) => served,
+                Err(error) => return Err(self.remember_refusal(key, error, unix_seconds(now)).await),
+            },
             Ok(Fetched::NotModified(headers)) => {
                 let Some(stale) = stale else {
                     return Err(FetchError::UpstreamStatus(304).into());
                 };
-                let ttl = match self.inner.freshness.lifetime(&headers, now) {
-                    Freshness::Fresh(ttl) => ttl,
-                    Freshness::NoStore => Duration::ZERO,
-                };
-                let stored_at = unix_seconds(now);
+                let stored = stale.meta().freshness;
+                let freshness = self.inner.freshness.revalidated(stored, &headers, now);
                 let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
-                let entry = stale.refreshed(stored_at, stored_at + ttl.as_secs(), validators);
-                Served::new(entry, CacheStatus::Revalidated, !ttl.is_zero(), stored_at)
+                let stored_at = unix_seconds(now);
+                let renew = |ttl: Duration, inputs| {
+                    stale.refreshed(stored_at, stored_at.saturating_add(ttl.as_secs()), inputs, validators)
+                };
+                match freshness {
+                    Freshness::Fresh(lifetime) => {
+                        Served::new(renew(lifetime.ttl, lifetime.inputs), CacheStatus::Revalidated, true, stored_at)
+                    }
+                    // The 304 withdrew permission to keep it: this client gets it, the stored copy stays expired.
+                    Freshness::NoStore | Freshness::Private => Served::uncacheable(
+                        renew(Duration::ZERO, stored),
+                        CacheStatus::Revalidated,
+                        freshness == Freshness::Private,
+                        stored_at,
+                    ),
+                }
             }
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
@@ -296,14 +402,15 @@ impl Pipeline {
                 self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
+            Err(error) if !error.allows_stale() => {
+                return Err(self.remember_refusal(key, error, unix_seconds(now)).await);
+            }
             Err(error) => {
-                let stale_limit = self.inner.freshness.stale_if_error.as_secs();
                 return match stale {
-                    Some(entry)
-                        if error.allows_stale()
-                            && unix_seconds(now) < entry.meta().expires_at.saturating_add(stale_limit) =>
-                    {
+                    Some(entry) if self.may_answer_stale(&entry, unix_seconds(now)) => {
                         tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
+                        // The next requests answer stale at once; upstream is retried in the background.
+                        self.inner.health.revalidation_failed(&key, now);
                         Ok(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))
                     }
                     _ => Err(error),
@@ -319,27 +426,40 @@ impl Pipeline {
     /// Turns a fresh upstream answer into a cache entry, if it is an image.
     fn admit(&self, upstream: Upstream, now: SystemTime) -> Result<Served, Error> {
         let format = ImageFormat::sniff(&upstream.body).ok_or(Error::NotAnImage)?;
+        if let Some(vary) = upstream.headers.vary.as_deref() {
+            // Upstream negotiated. We send the same request headers on every fetch (never a client's), so this
+            // representation is the one every later fetch would get: it is kept for everyone, keyed without Vary.
+            tracing::debug!(url = %upstream.final_url, vary, format = format.media_type(), "upstream answer varies");
+        }
         let content_type = format.response_content_type(upstream.headers.content_type.as_deref());
-        let ttl = match self.inner.freshness.lifetime(&upstream.headers, now) {
-            Freshness::Fresh(ttl) => ttl,
-            Freshness::NoStore => Duration::ZERO,
-        };
+        let freshness = self.inner.freshness.lifetime(&upstream.headers, now);
         let stored_at = unix_seconds(now);
         let headers = upstream.headers;
         let validators = mirage_cache::Validators { etag: headers.etag, last_modified: headers.last_modified };
-        let entry =
-            Entry::image(content_type, upstream.body, stored_at, stored_at + ttl.as_secs()).with_validators(validators);
-        Ok(Served::new(entry, CacheStatus::Miss, !ttl.is_zero(), stored_at))
+        let (ttl, inputs) = match freshness {
+            Freshness::Fresh(lifetime) => (lifetime.ttl, lifetime.inputs),
+            Freshness::NoStore | Freshness::Private => (Duration::ZERO, FreshnessInputs::default()),
+        };
+        let entry = Entry::image(content_type, upstream.body, stored_at, stored_at.saturating_add(ttl.as_secs()))
+            .with_validators(validators)
+            .with_freshness(inputs);
+        Ok(match freshness {
+            // Kept even with a zero lifetime (`no-cache`, `max-age=0`): then every reuse is revalidated first.
+            Freshness::Fresh(_) => Served::new(entry, CacheStatus::Miss, true, stored_at),
+            Freshness::NoStore => Served::uncacheable(entry, CacheStatus::Miss, false, stored_at),
+            Freshness::Private => Served::uncacheable(entry, CacheStatus::Miss, true, stored_at),
+        })
     }
 }
 
-/// A cached negative entry answers 404 until it expires; an image answers itself. `now` is when it was looked up.
+/// A cached negative entry answers 404 (or the remembered refusal) until it expires; an image answers itself. `now` is when it was looked up.
 fn answer_from_cache(entry: Entry, cache_status: CacheStatus, now: u64) -> Result<Served, Error> {
     match entry.meta().kind {
         EntryKind::Image => Ok(Served::new(entry, cache_status, true, now)),
         EntryKind::NotFound => {
             Err(Error::UpstreamNotFound { cache_seconds: entry.meta().expires_at.saturating_sub(now) })
         }
+        EntryKind::Refused => Err(refusal::recall(&entry.meta().content_type)),
     }
 }
 

@@ -154,6 +154,12 @@ fn cache_control(served: &Served) -> String {
     response.headers()[header::CACHE_CONTROL].to_str().unwrap().to_owned()
 }
 
+/// The `Age` a client gets for this answer.
+fn age_header(served: &Served) -> Option<u64> {
+    let response = respond::image(served, false, &HeaderMap::new());
+    response.headers().get(header::AGE).map(|age| age.to_str().unwrap().parse().unwrap())
+}
+
 /// The status of a successful answer, or a panic naming the error.
 async fn status(pipeline: &Pipeline, request: &ImageRequest) -> CacheStatus {
     match pipeline.get(request).await {
@@ -184,8 +190,11 @@ async fn fresh_until_expiry_then_refetched() {
     clock.advance(secs(MAX_AGE - 1));
     let served = pipeline.get(&request).await.unwrap();
     assert_eq!((served.cache_status, origin.requests()), (CacheStatus::HitMemory, 1));
-    // Clients are told what is left of the lifetime on the pipeline's clock.
-    assert_eq!(cache_control(&served), "public, max-age=1");
+    // Clients are told the whole lifetime and the entry's age on the pipeline's clock (a CDN subtracts one from
+    // the other), not a counting-down max-age.
+    assert_eq!(cache_control(&served), format!("public, max-age={MAX_AGE}"));
+    assert_eq!(served.age(), MAX_AGE - 1);
+    assert_eq!(age_header(&served), Some(MAX_AGE - 1));
 
     clock.advance(secs(1));
     assert_eq!(status(&pipeline, &request).await, CacheStatus::Miss);
@@ -251,10 +260,22 @@ async fn stale_if_error_answers_within_its_window_only() {
     assert_eq!(served.entry.body().as_ref(), GIF);
     assert_eq!(cache_control(&served), "public, max-age=60");
 
-    // Each request retries upstream (a stale answer is not stored), up to the end of the window.
-    clock.advance(secs(STALE_IF_ERROR - 1));
+    // Within --retry-interval (30 s) the next requests answer stale without asking upstream.
+    clock.advance(secs(29));
     assert_eq!(status(&pipeline, &request).await, CacheStatus::Stale);
-    assert_eq!(origin.requests(), 3);
+    assert_eq!(origin.requests(), 2);
+
+    // After it, one request starts a background retry and still answers stale at once, up to the end of the window.
+    clock.advance(secs(STALE_IF_ERROR - 30));
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::Stale);
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::Stale);
+    let deadline = std::time::Instant::now() + secs(5);
+    while origin.requests() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.requests(), 3, "one background retry");
+    // Let the retry's fill finish before the next request, which would otherwise join it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     clock.advance(secs(1));
     match pipeline.get(&request).await {

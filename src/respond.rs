@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::error::PublicError;
-use crate::pipeline::Served;
+use crate::freshness;
+use crate::pipeline::{CacheStatus, Served};
 
 /// The response body type of every answer: the whole body at once, shared with the cache (no copy).
 pub type Body = Full<Bytes>;
@@ -16,10 +17,8 @@ pub type Body = Full<Bytes>;
 /// `X-Cache`: where the answer came from.
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Remaining lifetimes over this are marked `immutable`.
-const IMMUTABLE_AFTER: u64 = 86_400;
 /// How long clients and CDNs may keep a stale answer given while upstream is failing.
-const STALE_MAX_AGE: u64 = 60;
+const STALE_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// The image itself (or, for HEAD, its headers), or 304 when the client's `If-None-Match` already has it.
 pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> Response<Body> {
@@ -30,19 +29,7 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
         .last_modified
         .clone()
         .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta().stored_at)));
-    let cache_control = if !served.cacheable {
-        "no-store".to_owned()
-    } else if served.cache_status == crate::pipeline::CacheStatus::Stale {
-        format!("public, max-age={STALE_MAX_AGE}")
-    } else {
-        // From when the pipeline answered, on its clock (not the wall clock), so tests can move time.
-        let left = served.fresh_for();
-        if left > IMMUTABLE_AFTER {
-            format!("public, max-age={left}, immutable")
-        } else {
-            format!("public, max-age={left}")
-        }
-    };
+    let (cache_control, age) = cache_headers(served);
     let not_modified = is_not_modified(request_headers, &etag, &last_modified);
     let (status, body) = match (not_modified, head_only) {
         (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
@@ -55,7 +42,10 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     add_common_headers(headers);
     put(headers, header::ETAG, &etag);
     put(headers, header::LAST_MODIFIED, &last_modified);
-    put(headers, header::CACHE_CONTROL, &cache_control);
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(served.cache_status.as_str()));
     if served.varies_on_accept {
         put(headers, header::VARY, "Accept");
@@ -65,6 +55,39 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta().body_len()));
     }
     response
+}
+
+/// `Cache-Control` and `Age` for an image answer, on the pipeline's clock (not the wall clock), so tests can move
+/// time. With `Age`, `max-age` is the entry's whole lifetime, not what is left: a downstream cache subtracts `Age`
+/// itself (RFC 9111 4.2.3), so a counting-down `max-age` would be subtracted twice.
+fn cache_headers(served: &Served) -> (HeaderValue, Option<u64>) {
+    if served.private {
+        // A shared cache must not keep it (RFC 9111 3.5); the requesting client is told so as well.
+        return (HeaderValue::from_static("private, no-store"), None);
+    }
+    if !served.cacheable {
+        return (HeaderValue::from_static("no-store"), None);
+    }
+    if served.cache_status == CacheStatus::Stale {
+        // Past its lifetime: a short new allowance, without `Age`, which would mark it expired downstream at once.
+        return (HeaderValue::from_static(STALE_CACHE_CONTROL), None);
+    }
+    let inputs = &served.entry.meta().freshness;
+    if inputs.no_cache {
+        // Every reuse is revalidated here; downstream caches must do the same (with our ETag).
+        return (HeaderValue::from_static("public, no-cache"), Some(served.age()));
+    }
+    let mut value = format!("public, max-age={}", served.lifetime());
+    if inputs.must_revalidate {
+        value.push_str(", must-revalidate");
+    }
+    if freshness::immutable(inputs) {
+        value.push_str(", immutable");
+    }
+    // Digits and ASCII words only, so always a valid header value; the String's buffer becomes the value uncopied.
+    let value = HeaderValue::from_maybe_shared(Bytes::from(value))
+        .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=0"));
+    (value, Some(served.age()))
 }
 
 /// A one-line plain-text error with the status from the error table.
@@ -129,7 +152,7 @@ fn add_common_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "Content-Length, Content-Type, Cache-Control, ETag, Last-Modified, X-Cache, Retry-After, Vary",
+            "Content-Length, Content-Type, Cache-Control, Age, ETag, Last-Modified, X-Cache, Retry-After, Vary",
         ),
     );
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

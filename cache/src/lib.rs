@@ -15,5 +15,5 @@ pub use coalesce::{Coalescer, FillError};
 pub use disk::{DiskError, DiskTier};
 pub use key::CacheKey;
 pub use memory::MemoryTier;
-pub use meta::{Entry, EntryKind, EntryMeta, Validators};
+pub use meta::{Entry, EntryKind, EntryMeta, FreshnessInputs, Validators};
 pub use tiered::{Lookup, Tier, TieredCache};

@@ -2,11 +2,15 @@
 //!
 //! File layout (all integers little-endian):
 //! ```text
-//! magic "MIRAGEC\0" | version u16 (=1) | header_len u32 | header | check [8] | body
-//! header = key [32] | kind u8 | stored_at u64 | expires_at u64 | body_len u64 | body_sha256 [32]
+//! magic "MIRAGEC\0" | version u16 (=2) | header_len u32 | header | check [8] | body
+//! header = key [32] | kind u8 (0 image, 1 not found, 2 refused) | stored_at u64 | expires_at u64 | body_len u64
+//!        | body_sha256 [32]
+//!        | freshness (version 2 only): flags u8 | max_age u64 | expires_lifetime u64
 //!        | content_type (u16 len + UTF-8) | etag (u8 flag [+ u16 len + UTF-8]) | last_modified (same)
 //! check  = first 8 bytes of sha256(magic .. end of header)
 //! ```
+//! Version 1 files (no freshness block) are still read, with [`FreshnessInputs::default`]: "upstream gave no
+//! lifetime", so caches written before version 2 stay valid.
 //! The header check catches bit rot in the times and validators, which the body digest
 //! cannot see; the body digest catches torn or flipped bodies.
 
@@ -20,15 +24,51 @@ use crate::key::CacheKey;
 
 /// Identifies our files; a different magic means "not ours", never "try to parse".
 const MAGIC: &[u8; 8] = b"MIRAGEC\0";
-/// Bumped on any layout change; old files then read as corrupt and are replaced.
-const FORMAT_VERSION: u16 = 1;
+/// Bumped on any layout change; versions we cannot read are treated as corrupt and replaced.
+const FORMAT_VERSION: u16 = 2;
+/// The layout before the freshness inputs; still read.
+const FORMAT_VERSION_1: u16 = 1;
 /// magic + version + header_len.
 const PREAMBLE_LEN: usize = 8 + 2 + 4;
 const CHECK_LEN: usize = 8;
-/// Fixed part of the header: key, kind, three u64s, body digest.
-const FIXED_HEADER_LEN: usize = 32 + 1 + 8 * 3 + 32;
+/// Fixed part of a version 1 header: key, kind, three u64s, body digest.
+const FIXED_HEADER_LEN_V1: usize = 32 + 1 + 8 * 3 + 32;
+/// The freshness block of version 2: flags and two u64s.
+const FRESHNESS_LEN: usize = 1 + 8 * 2;
+/// Fixed part of the current header.
+const FIXED_HEADER_LEN: usize = FIXED_HEADER_LEN_V1 + FRESHNESS_LEN;
 /// Upper bound on a header: fixed part plus three maximal strings with their prefixes.
 const MAX_HEADER_LEN: usize = FIXED_HEADER_LEN + 2 + 2 * 3 + 3 * (u16::MAX as usize);
+
+/// Freshness flag bits; any other bit set means corruption.
+const HAS_MAX_AGE: u8 = 1;
+const HAS_EXPIRES: u8 = 1 << 1;
+const NO_CACHE: u8 = 1 << 2;
+const MUST_REVALIDATE: u8 = 1 << 3;
+const KNOWN_FLAGS: u8 = HAS_MAX_AGE | HAS_EXPIRES | NO_CACHE | MUST_REVALIDATE;
+
+/// What upstream said about an entry's freshness, kept with it so later decisions follow upstream's word rather
+/// than our defaults: a bare 304 keeps the lifetime upstream gave (RFC 9111 4.3.4), `no-cache` keeps forcing
+/// revalidation, `must-revalidate` keeps forbidding stale answers, and `immutable` is told to clients only for
+/// upstream's own long lifetimes. The default is "upstream said nothing": our default lifetime applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FreshnessInputs {
+    /// Upstream's `Cache-Control` lifetime in seconds (`s-maxage`, else `max-age`), before our clamps.
+    pub max_age: Option<u64>,
+    /// Upstream's `Expires` minus its `Date` in seconds, before our clamps; used only without `max_age`.
+    pub expires_lifetime: Option<u64>,
+    /// Revalidate before every reuse (`no-cache`, or a zero `max-age`/`s-maxage`).
+    pub no_cache: bool,
+    /// Never answer stale (`must-revalidate`, `proxy-revalidate`, or `s-maxage`, which implies it).
+    pub must_revalidate: bool,
+}
+
+impl FreshnessInputs {
+    /// Upstream's own lifetime in seconds (`max_age`, else `expires_lifetime`); `None`: our default applied.
+    pub fn upstream_lifetime(&self) -> Option<u64> {
+        self.max_age.or(self.expires_lifetime)
+    }
+}
 
 /// What an entry records about the upstream answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +77,11 @@ pub enum EntryKind {
     Image,
     /// A negative-cached upstream 404/410 (body is usually empty).
     NotFound,
+    /// A negative-cached refusal other than 404/410: upstream said no (401, 403, 451, ...), sent something that
+    /// is not an image, or the image cannot be transformed. The body is empty and `content_type` holds which
+    /// refusal it was, in the caller's own words (Mirage stores its error code and arguments there), so a
+    /// remembered refusal answers exactly as the first one did.
+    Refused,
 }
 
 /// Everything about an entry except its body.
@@ -54,6 +99,8 @@ pub struct EntryMeta {
     pub stored_at: u64,
     /// Unix seconds: the entry is fresh while `now < expires_at`.
     pub expires_at: u64,
+    /// What upstream said about freshness (for a variant: its original's).
+    pub freshness: FreshnessInputs,
     // Derived from the body, so private: only this crate computes them (from the body, or from a verified file),
     // and an entry whose length or digest disagrees with its body cannot be built elsewhere.
     body_len: u64,
@@ -120,6 +167,18 @@ impl Entry {
         Entry::build(EntryKind::NotFound, String::new(), stored_at, expires_at, Bytes::new())
     }
 
+    /// A remembered refusal (see [`EntryKind::Refused`]): `reason` is kept in `content_type`, the body is empty.
+    pub fn refused(reason: impl Into<String>, stored_at: u64, expires_at: u64) -> Entry {
+        Entry::build(EntryKind::Refused, reason.into(), stored_at, expires_at, Bytes::new())
+    }
+
+    /// The same entry carrying these freshness inputs (replacing any it had).
+    #[must_use]
+    pub fn with_freshness(mut self, freshness: FreshnessInputs) -> Entry {
+        Arc::make_mut(&mut self.meta).freshness = freshness;
+        self
+    }
+
     /// The same entry carrying upstream's validators (replacing any it had).
     #[must_use]
     pub fn with_validators(mut self, validators: Validators) -> Entry {
@@ -139,6 +198,7 @@ impl Entry {
             last_modified: None,
             stored_at,
             expires_at,
+            freshness: FreshnessInputs::default(),
             body_len: body.len() as u64,
             body_sha256: sha256(&body),
         };
@@ -160,12 +220,19 @@ impl Entry {
         now < self.meta.expires_at
     }
 
-    /// The same body with new times, after a 304 revalidation; each validator is replaced only
-    /// when the upstream sent a new one.
-    pub fn refreshed(&self, stored_at: u64, expires_at: u64, validators: Validators) -> Entry {
+    /// The same body with new times and freshness inputs, after a 304 revalidation; each validator is replaced
+    /// only when the upstream sent a new one.
+    pub fn refreshed(
+        &self,
+        stored_at: u64,
+        expires_at: u64,
+        freshness: FreshnessInputs,
+        validators: Validators,
+    ) -> Entry {
         let mut meta = EntryMeta::clone(&self.meta);
         meta.stored_at = stored_at;
         meta.expires_at = expires_at;
+        meta.freshness = freshness;
         if validators.etag.is_some() {
             meta.etag = validators.etag;
         }
@@ -230,11 +297,22 @@ pub fn encode_header(key: &CacheKey, meta: &EntryMeta) -> Vec<u8> {
     header.push(match meta.kind {
         EntryKind::Image => 0,
         EntryKind::NotFound => 1,
+        EntryKind::Refused => 2,
     });
     header.extend_from_slice(&meta.stored_at.to_le_bytes());
     header.extend_from_slice(&meta.expires_at.to_le_bytes());
     header.extend_from_slice(&meta.body_len.to_le_bytes());
     header.extend_from_slice(&meta.body_sha256);
+    let f = &meta.freshness;
+    let flags = [
+        (f.max_age.is_some(), HAS_MAX_AGE),
+        (f.expires_lifetime.is_some(), HAS_EXPIRES),
+        (f.no_cache, NO_CACHE),
+        (f.must_revalidate, MUST_REVALIDATE),
+    ];
+    header.push(flags.iter().filter(|(set, _)| *set).fold(0, |all, (_, bit)| all | bit));
+    header.extend_from_slice(&f.max_age.unwrap_or(0).to_le_bytes());
+    header.extend_from_slice(&f.expires_lifetime.unwrap_or(0).to_le_bytes());
     put_str(&mut header, truncate_utf8(&meta.content_type, u16::MAX as usize));
     put_opt(&mut header, meta.etag.as_deref());
     put_opt(&mut header, meta.last_modified.as_deref());
@@ -309,11 +387,14 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     if &file[0..8] != MAGIC {
         return Err(corrupt("bad magic"));
     }
-    if u16::from_le_bytes([file[8], file[9]]) != FORMAT_VERSION {
-        return Err(corrupt("unsupported format version"));
-    }
+    let version = u16::from_le_bytes([file[8], file[9]]);
+    let fixed_len = match version {
+        FORMAT_VERSION => FIXED_HEADER_LEN,
+        FORMAT_VERSION_1 => FIXED_HEADER_LEN_V1,
+        _ => return Err(corrupt("unsupported format version")),
+    };
     let header_len = u32::from_le_bytes([file[10], file[11], file[12], file[13]]) as usize;
-    if !(FIXED_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_len) {
+    if !(fixed_len..=MAX_HEADER_LEN).contains(&header_len) {
         return Err(corrupt("header length out of range"));
     }
     // Checked arithmetic is unnecessary (header_len is bounded) but the comparison is not.
@@ -334,12 +415,14 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     let kind = match r.u8()? {
         0 => EntryKind::Image,
         1 => EntryKind::NotFound,
+        2 => EntryKind::Refused,
         _ => return Err(corrupt("unknown entry kind")),
     };
     let stored_at = r.u64()?;
     let expires_at = r.u64()?;
     let body_len = r.u64()?;
     let body_sha256 = r.array::<32>()?;
+    let freshness = if version == FORMAT_VERSION_1 { FreshnessInputs::default() } else { read_freshness(&mut r)? };
     let content_type = r.string()?;
     let etag = r.opt_string()?;
     let last_modified = r.opt_string()?;
@@ -355,8 +438,29 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     if sha256(&body) != body_sha256 {
         return Err(corrupt("body digest mismatch"));
     }
-    let meta = EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, body_len, body_sha256 };
+    let meta =
+        EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, freshness, body_len, body_sha256 };
     Ok(Entry { meta: Arc::new(meta), body })
+}
+
+/// The version 2 freshness block.
+fn read_freshness(r: &mut Reader<'_>) -> Result<FreshnessInputs, CorruptEntry> {
+    let flags = r.u8()?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(corrupt("unknown freshness flags"));
+    }
+    let max_age = r.u64()?;
+    let expires_lifetime = r.u64()?;
+    // We write zero for an absent value: anything else is a forged or damaged header.
+    if (flags & HAS_MAX_AGE == 0 && max_age != 0) || (flags & HAS_EXPIRES == 0 && expires_lifetime != 0) {
+        return Err(corrupt("freshness value without its flag"));
+    }
+    Ok(FreshnessInputs {
+        max_age: (flags & HAS_MAX_AGE != 0).then_some(max_age),
+        expires_lifetime: (flags & HAS_EXPIRES != 0).then_some(expires_lifetime),
+        no_cache: flags & NO_CACHE != 0,
+        must_revalidate: flags & MUST_REVALIDATE != 0,
+    })
 }
 
 #[cfg(test)]

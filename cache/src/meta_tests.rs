@@ -12,6 +12,12 @@ fn sample() -> Entry {
             etag: Some("\"abc\"".to_owned()),
             last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".to_owned()),
         })
+        .with_freshness(inputs())
+}
+
+/// Freshness inputs with every field set, so a round trip or a flipped byte touches all of them.
+fn inputs() -> FreshnessInputs {
+    FreshnessInputs { max_age: Some(7_200), expires_lifetime: Some(86_400), no_cache: true, must_revalidate: true }
 }
 
 fn encode_file(key: &CacheKey, entry: &Entry) -> Vec<u8> {
@@ -23,9 +29,14 @@ fn encode_file(key: &CacheKey, entry: &Entry) -> Vec<u8> {
 /// Builds a file around a hand-made header with a *valid* check, so the test reaches the
 /// field-level validation instead of stopping at the header check.
 fn forge(header: &[u8], body: &[u8]) -> Bytes {
+    forge_version(FORMAT_VERSION, header, body)
+}
+
+/// `forge` for a given format version.
+fn forge_version(version: u16, header: &[u8], body: &[u8]) -> Bytes {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(header);
     let check = sha256(&out);
@@ -36,6 +47,16 @@ fn forge(header: &[u8], body: &[u8]) -> Bytes {
 
 /// A valid header for `body`, with a hook to tamper with fields before the strings.
 fn header_for(body: &[u8], kind: u8, body_len: u64, tail: &[u8]) -> Vec<u8> {
+    header_with_freshness(body, kind, body_len, &freshness_block(HAS_MAX_AGE, 600, 0), tail)
+}
+
+/// A version 2 freshness block.
+fn freshness_block(flags: u8, max_age: u64, expires_lifetime: u64) -> Vec<u8> {
+    [&[flags][..], &max_age.to_le_bytes(), &expires_lifetime.to_le_bytes()].concat()
+}
+
+/// A header for `body` with `freshness` in place of the freshness block (empty: a version 1 header).
+fn header_with_freshness(body: &[u8], kind: u8, body_len: u64, freshness: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(key().as_bytes());
     h.push(kind);
@@ -43,6 +64,7 @@ fn header_for(body: &[u8], kind: u8, body_len: u64, tail: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&2u64.to_le_bytes());
     h.extend_from_slice(&body_len.to_le_bytes());
     h.extend_from_slice(&sha256(body));
+    h.extend_from_slice(freshness);
     h.extend_from_slice(tail);
     h
 }
@@ -52,7 +74,7 @@ const GOOD_TAIL: &[u8] = b"\x03\x00abc\x00\x00";
 #[test]
 fn round_trip_with_and_without_validators() {
     let k = key();
-    for entry in [sample(), Entry::not_found(5, 6)] {
+    for entry in [sample(), Entry::not_found(5, 6), Entry::refused("not_an_image", 5, 6)] {
         let file = Bytes::from(encode_file(&k, &entry));
         let back = decode(&k, file.clone()).expect("decodes");
         assert_eq!(*back.meta, *entry.meta);
@@ -71,6 +93,42 @@ fn forged_good_header_decodes() {
     let file = forge(&header_for(body, 0, 3, GOOD_TAIL), body);
     let e = decode(&key(), file).expect("valid forged file");
     assert_eq!(e.meta.content_type, "abc");
+    assert_eq!(e.meta.freshness, FreshnessInputs { max_age: Some(600), ..FreshnessInputs::default() });
+}
+
+#[test]
+fn version_1_files_are_still_read_with_default_freshness() {
+    let body = b"xyz";
+    let v1 = header_with_freshness(body, 0, 3, &[], GOOD_TAIL);
+    let e = decode(&key(), forge_version(1, &v1, body)).expect("a version 1 file stays valid");
+    assert_eq!((e.meta.stored_at, e.meta.expires_at, e.meta.content_type.as_str()), (1, 2, "abc"));
+    assert_eq!(e.meta.freshness, FreshnessInputs::default());
+    assert_eq!(e.body.as_ref(), body);
+    // The same bytes claiming version 2 are short of the freshness block: rejected, not misread.
+    assert!(decode(&key(), forge_version(2, &v1, body)).is_err());
+    // A version 2 header claiming version 1 has 17 bytes the old layout does not know.
+    let v2 = header_for(body, 0, 3, GOOD_TAIL);
+    assert!(decode(&key(), forge_version(1, &v2, body)).is_err());
+    // A version 1 file still has its header check.
+    let mut damaged = forge_version(1, &v1, body).to_vec();
+    damaged[PREAMBLE_LEN + 33] ^= 1;
+    assert_eq!(decode(&key(), Bytes::from(damaged)).unwrap_err().reason, "header check mismatch");
+}
+
+#[test]
+fn freshness_inputs_round_trip_in_every_combination() {
+    let k = key();
+    for bits in 0..16u8 {
+        let inputs = FreshnessInputs {
+            max_age: (bits & 1 != 0).then_some(0),
+            expires_lifetime: (bits & 2 != 0).then_some(u64::MAX),
+            no_cache: bits & 4 != 0,
+            must_revalidate: bits & 8 != 0,
+        };
+        let entry = Entry::image("image/png", Bytes::from_static(b"png"), 7, 9).with_freshness(inputs);
+        let back = decode(&k, Bytes::from(encode_file(&k, &entry))).expect("decodes");
+        assert_eq!(back.meta.freshness, inputs, "bits {bits:#06b}");
+    }
 }
 
 #[test]
@@ -106,9 +164,11 @@ fn rejects_wrong_magic_version_and_key() {
     let mut bad = file.clone();
     bad[0] = b'X';
     assert_eq!(decode(&k, Bytes::from(bad)).unwrap_err().reason, "bad magic");
-    let mut bad = file.clone();
-    bad[8..10].copy_from_slice(&2u16.to_le_bytes());
-    assert_eq!(decode(&k, Bytes::from(bad)).unwrap_err().reason, "unsupported format version");
+    for version in [0u16, 3, u16::MAX] {
+        let mut bad = file.clone();
+        bad[8..10].copy_from_slice(&version.to_le_bytes());
+        assert_eq!(decode(&k, Bytes::from(bad)).unwrap_err().reason, "unsupported format version");
+    }
     let other = CacheKey::from_parts(&[b"other"]);
     assert_eq!(decode(&other, Bytes::from(file)).unwrap_err().reason, "key mismatch");
 }
@@ -132,6 +192,12 @@ fn rejects_absurd_lengths_without_allocating() {
     for (header, reason) in cases {
         assert_eq!(decode(&k, forge(&header, body)).unwrap_err().reason, reason);
     }
+    let unknown_flag = header_with_freshness(body, 0, 3, &freshness_block(1 << 4, 0, 0), GOOD_TAIL);
+    assert_eq!(decode(&k, forge(&unknown_flag, body)).unwrap_err().reason, "unknown freshness flags");
+    let stray_value = header_with_freshness(body, 0, 3, &freshness_block(HAS_MAX_AGE, 600, 5), GOOD_TAIL);
+    assert_eq!(decode(&k, forge(&stray_value, body)).unwrap_err().reason, "freshness value without its flag");
+    let short_v1 = header_with_freshness(body, 0, 3, &[], b"");
+    assert_eq!(decode(&k, forge_version(1, &short_v1[..50], body)).unwrap_err().reason, "header length out of range");
     let mut trailing = header_for(body, 0, 3, GOOD_TAIL);
     trailing.push(0);
     assert_eq!(decode(&k, forge(&trailing, body)).unwrap_err().reason, "trailing bytes in header");
@@ -160,9 +226,11 @@ fn freshness_refresh_and_etag_token() {
     let e = sample();
     assert!(e.is_fresh(1_999));
     assert!(!e.is_fresh(2_000));
-    let r = e.refreshed(3_000, 4_000, Validators { etag: None, last_modified: Some("new".to_owned()) });
+    let updated = FreshnessInputs { max_age: Some(60), ..FreshnessInputs::default() };
+    let r = e.refreshed(3_000, 4_000, updated, Validators { etag: None, last_modified: Some("new".to_owned()) });
     assert_eq!(r.meta.stored_at, 3_000);
     assert_eq!(r.meta.expires_at, 4_000);
+    assert_eq!(r.meta.freshness, updated);
     assert_eq!(r.meta.etag, e.meta.etag);
     assert_eq!(r.meta.last_modified.as_deref(), Some("new"));
     assert_eq!(r.body.as_ptr(), e.body.as_ptr());
@@ -189,4 +257,7 @@ fn named_constructors_derive_length_and_digest_from_the_body() {
     assert_eq!(gone.meta().kind, EntryKind::NotFound);
     assert_eq!((gone.meta().body_len(), gone.body().len()), (0, 0));
     assert_eq!(gone.meta().content_type, "");
+    let refused = Entry::refused("upstream_status/403", 7, 9);
+    assert_eq!(refused.meta().kind, EntryKind::Refused);
+    assert_eq!((refused.meta().content_type.as_str(), refused.body().len()), ("upstream_status/403", 0));
 }

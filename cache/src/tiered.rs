@@ -140,7 +140,7 @@ impl TieredCache {
 
     /// Inserts into memory now and queues a disk write for images without waiting for the write
     /// itself (only, when `MAX_PENDING_WRITES` are already queued, for a slot in the queue).
-    /// A `NotFound` entry stays memory-only and instead queues removal of any older disk
+    /// A `NotFound` or `Refused` entry stays memory-only and instead queues removal of any older disk
     /// copy, so an image deleted upstream is not resurrected from disk later.
     pub async fn store(&self, key: CacheKey, entry: Entry) {
         self.inner.memory.insert(key, entry.clone()).await;
@@ -162,7 +162,7 @@ impl TieredCache {
                     Ok(()) => inner.disk_ok(),
                     Err(e @ DiskError::Io { .. }) => inner.disk_failed("write", &e),
                 },
-                EntryKind::NotFound => disk.remove(&key),
+                EntryKind::NotFound | EntryKind::Refused => disk.remove(&key),
             }
         });
     }

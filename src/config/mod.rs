@@ -258,9 +258,14 @@ pub struct PipelineArgs {
     #[arg(long, env = "MIRAGE_STALE_IF_ERROR", default_value = "7d", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
-    /// How long an upstream 404/410 is remembered (negative caching).
+    /// How long an upstream refusal is remembered (negative caching): a 404/410, another 4xx such as 401/403/451,
+    /// a body that is not an image or is too large, and a source a transform cannot decode.
     #[arg(long, env = "MIRAGE_NEGATIVE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub negative_ttl: Duration,
+
+    /// While upstream fails for a key that answers stale, how often one background request retries it.
+    #[arg(long, env = "MIRAGE_RETRY_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub retry_interval: Duration,
 
     /// Allow fetching from loopback, private, link-local and other non-public addresses (off: such targets get 403).
     #[arg(long, env = "MIRAGE_ALLOW_PRIVATE_NETWORKS")]
@@ -345,6 +350,8 @@ pub struct PipelineConfig {
     pub transform: TransformConfig,
     /// Upstream fetches in flight at once.
     pub max_inflight_fetches: usize,
+    /// How often a failing key that answers stale is retried upstream, in the background.
+    pub retry_interval: Duration,
     /// Signed URLs: which keys verify and whether a signature is required (`serve` only; off otherwise).
     pub signing: SigningPolicy,
     /// The time freshness is judged by: the system clock, except in tests that move time by hand.
@@ -458,6 +465,7 @@ impl PipelineArgs {
                 queue: self.transform_queue,
             },
             max_inflight_fetches: self.max_inflight_fetches,
+            retry_interval: self.retry_interval,
             signing: SigningPolicy::default(),
             clock: Clock::system(),
         })

@@ -25,8 +25,13 @@ pub use netpolicy::{ForbiddenAddress, NetworkPolicy};
 use resolver::PolicyResolver;
 pub use resolver::{LookupFuture, NameLookup, SystemLookup};
 
-/// What a browser sends for an `<img>`: some origins choose the format by it.
-const ACCEPT_IMAGES: &str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+/// The `Accept` sent upstream: the most widely decodable representation. One copy is stored and served to every
+/// client and made into every variant, so it must be one every browser and our decoders read: JPEG, PNG and GIF
+/// first, any other image only when the origin has nothing else, anything at all last (a strict origin would
+/// otherwise answer 406). AVIF and WebP are not named, not even with a low `q`: the negotiating origins we front
+/// (Cloudinary `f_auto`, imgix `auto=format`, Cloudflare Polish, Next.js) pick them whenever `Accept` mentions
+/// them, whatever the weight.
+const ACCEPT_IMAGES: &str = "image/jpeg,image/png,image/gif;q=0.9,image/*;q=0.5,*/*;q=0.1";
 
 /// How the fetcher talks to upstream servers.
 #[derive(Debug, Clone)]
@@ -98,7 +103,7 @@ pub struct UpstreamHeaders {
     pub etag: Option<String>,
     /// `Last-Modified`.
     pub last_modified: Option<String>,
-    /// `Cache-Control`.
+    /// `Cache-Control`, every field line joined with ", " (RFC 9110 5.3), so no directive on a later line is lost.
     pub cache_control: Option<String>,
     /// `Expires`.
     pub expires: Option<String>,
@@ -106,6 +111,10 @@ pub struct UpstreamHeaders {
     pub date: Option<String>,
     /// `Age`.
     pub age: Option<String>,
+    /// `Vary` without `Accept-Encoding` (every line, one ", "-separated list): the request headers upstream chose
+    /// this representation by. Mirage sends the same headers on every fetch, so the answer holds for all of them;
+    /// only `*` (never matches, RFC 9111 4.1) keeps it out of the cache.
+    pub vary: Option<String>,
 }
 
 impl UpstreamHeaders {
@@ -116,12 +125,37 @@ impl UpstreamHeaders {
             content_type: get(header::CONTENT_TYPE),
             etag: get(header::ETAG),
             last_modified: get(header::LAST_MODIFIED),
-            cache_control: get(header::CACHE_CONTROL),
+            cache_control: joined_lines(map, header::CACHE_CONTROL),
             expires: get(header::EXPIRES),
             date: get(header::DATE),
             age: get(header::AGE),
+            vary: vary_of(map),
         }
     }
+}
+
+/// A list header (RFC 9110 5.3): every field line, joined with ", "; `None` when there is none. A line that is not
+/// visible ASCII is skipped rather than guessed at.
+fn joined_lines(map: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let mut lines = map.get_all(name).iter().filter_map(|value| value.to_str().ok()).map(str::trim);
+    let first = lines.next()?.to_owned();
+    Some(lines.fold(first, |mut joined, line| {
+        joined.push_str(", ");
+        joined.push_str(line);
+        joined
+    }))
+}
+
+/// `Vary` without `Accept-Encoding` (ours, always `identity`, saying nothing about the image); `None` when
+/// nothing else is named. Vary is a list of tokens, so splitting on commas is exact here.
+fn vary_of(map: &HeaderMap) -> Option<String> {
+    let all = joined_lines(map, header::VARY)?;
+    let names: Vec<&str> = all
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("accept-encoding"))
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// Why a fetch failed. Messages are one line, for the log: they may name resolved addresses and upstream

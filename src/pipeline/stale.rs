@@ -1,0 +1,99 @@
+//! Stale answers without waiting. The first request for an expired key revalidates and, if upstream fails, waits
+//! for that failure once; from then on, requests for the key answer `STALE` at once (within `--stale-if-error`)
+//! while one background request retries upstream at most once per `--retry-interval`. Variants follow the same
+//! rules with their own expired copies, so an outage neither re-runs transforms nor turns a cached variant into a
+//! 502 when its original is gone.
+
+use mirage_cache::{CacheKey, Entry};
+
+use super::{CacheStatus, Pipeline, Served};
+use crate::error::Error;
+use crate::freshness::{self, unix_seconds};
+use crate::request::{ImageRequest, Target, Variant};
+use crate::upstream_health::StalePlan;
+
+impl Pipeline {
+    /// Whether an expired `entry` may still answer while upstream fails: up to `--stale-if-error` past its expiry
+    /// (`now` in Unix seconds), unless upstream forbade it (`must-revalidate`, `proxy-revalidate`).
+    pub(super) fn may_answer_stale(&self, entry: &Entry, now: u64) -> bool {
+        freshness::may_serve_stale(&entry.meta().freshness)
+            && now < entry.meta().expires_at.saturating_add(self.inner.freshness.stale_if_error.as_secs())
+    }
+
+    /// An expired original answered at once, if its key's last revalidation failed; starts the background retry
+    /// when one is due. `None`: revalidate now and wait for it.
+    pub(super) fn source_stale_at_once(&self, key: CacheKey, target: &Target, entry: &Entry) -> Option<Served> {
+        self.stale_at_once(key, entry, || {
+            let pipeline = self.clone();
+            let request = ImageRequest::mirror(target.clone());
+            let stale = entry.clone();
+            tokio::spawn(async move {
+                let leader = pipeline.clone();
+                let fill = move || async move { leader.fill(&request, Some(stale)).await };
+                // The outcome is in the cache (or in the retry schedule); nobody waits for it.
+                let _ = pipeline.inner.fills.fill_once(key, fill).await;
+            });
+        })
+    }
+
+    /// An expired variant answered at once under the same rules as an original.
+    pub(super) fn variant_stale_at_once(
+        &self,
+        key: CacheKey,
+        request: &ImageRequest,
+        variant: &Variant,
+        entry: &Entry,
+    ) -> Option<Served> {
+        self.stale_at_once(key, entry, || {
+            let pipeline = self.clone();
+            let request = request.clone();
+            let variant = variant.clone();
+            tokio::spawn(async move {
+                let leader = pipeline.clone();
+                let fill = move || async move { leader.fill_variant(&request, &variant).await };
+                let _ = pipeline.inner.fills.fill_once(key, fill).await;
+            });
+        })
+    }
+
+    fn stale_at_once(&self, key: CacheKey, entry: &Entry, retry_in_background: impl FnOnce()) -> Option<Served> {
+        let now = self.inner.clock.now();
+        let seconds = unix_seconds(now);
+        if !self.may_answer_stale(entry, seconds) {
+            return None;
+        }
+        match self.inner.health.plan_stale(&key, now, false) {
+            StalePlan::Wait => None,
+            StalePlan::Serve { retry } => {
+                if retry {
+                    retry_in_background();
+                }
+                Some(Served::new(entry.clone(), CacheStatus::Stale, true, seconds))
+            }
+        }
+    }
+
+    /// The variant's expired copy, when it may answer (the original answered stale, or upstream failed): the
+    /// variant key's next requests then answer at once, as an original's do.
+    pub(super) fn stale_variant(&self, key: CacheKey, stale: Option<Entry>) -> Option<Served> {
+        let now = self.inner.clock.now();
+        let entry = stale.filter(|entry| self.may_answer_stale(entry, unix_seconds(now)))?;
+        self.inner.health.revalidation_failed(&key, now);
+        Some(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))
+    }
+
+    /// After the original failed with `error`: the variant's expired copy if upstream's failure allows stale
+    /// answers, else the error.
+    pub(super) fn stale_variant_or(&self, key: CacheKey, stale: Option<Entry>, error: Error) -> Result<Served, Error> {
+        if !error.allows_stale() {
+            return Err(error);
+        }
+        match self.stale_variant(key, stale) {
+            Some(served) => {
+                tracing::warn!(%error, "upstream failed; serving a stale variant");
+                Ok(served)
+            }
+            None => Err(error),
+        }
+    }
+}
