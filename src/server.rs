@@ -1,4 +1,5 @@
-//! The accept loop: connection limits, header timeouts, one access-log line per request, graceful shutdown.
+//! The accept loop: connection limits, header and send timeouts, one access-log line per request, graceful
+//! shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,10 +14,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+mod send_timeout;
+
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::handler;
 use crate::pipeline::Pipeline;
+use send_timeout::SendTimeout;
 
 /// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish (at most `config.shutdown_timeout`), waits for queued cache writes and returns.
@@ -96,7 +100,8 @@ pub async fn serve_with(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful
+            .watch(builder.serve_connection(TokioIo::new(SendTimeout::new(stream, config.send_timeout)), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");

@@ -1,0 +1,83 @@
+//! Misbehaving and ordinary clients (issue 9, "Clients"): a client that stops reading must not hold a connection
+//! slot forever, every `If-None-Match` line counts, and the access log keeps signatures and target queries out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Proxy, Route, Upstream, client, get, photo, send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+/// A "JPEG" of `len` bytes: the fixture photo followed by padding after its end marker (decoders stop there; the
+/// mirror route serves bytes as they are).
+fn large_image(len: usize) -> Bytes {
+    let mut bytes = photo().to_vec();
+    bytes.resize(len, 0);
+    Bytes::from(bytes)
+}
+
+/// Four clients that ask for a large cached image and never read it hold all four connection slots; with a send
+/// timeout their responses are dropped, so a fifth client gets its `/healthz` answer soon after the timeout.
+#[tokio::test]
+async fn send_timeout_frees_slots_held_by_clients_that_stop_reading() {
+    const BODY: usize = 24 * 1024 * 1024;
+    const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+    let upstream = Upstream::start().await;
+    upstream.route("/big.jpg", Route::image(large_image(BODY)));
+    let proxy = Proxy::start(&[
+        "--no-disk-cache",
+        "--allow-private-networks",
+        "--max-source-bytes",
+        "64MiB",
+        "--max-connections",
+        "4",
+        "--send-timeout",
+        "2s",
+    ])
+    .await;
+    let url = proxy.url(&upstream.url("/big.jpg"));
+    // Cache it first, reading it all, on a connection that is then closed (the client is dropped).
+    {
+        let reply = get(&client(), &url).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.len(), BODY);
+    }
+    let request = format!("GET /?{} HTTP/1.1\r\nHost: mirage\r\n\r\n", upstream.url("/big.jpg"));
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        // A small receive window, so the server's writes stall after a few hundred KiB instead of megabytes.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(proxy.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stuck.push(stream);
+    }
+    // Connected after the four, so queued behind them in the listen backlog.
+    let started = Instant::now();
+    let health = tokio::time::timeout(SEND_TIMEOUT + Duration::from_secs(5), async {
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+        send(client.get(proxy.path("/healthz"))).await
+    })
+    .await
+    .expect("/healthz did not answer within --send-timeout + 5 s: stalled responses still hold every slot");
+    assert_eq!(health.status, 200);
+    assert!(started.elapsed() >= SEND_TIMEOUT / 2, "answered before any slot could have been freed");
+    // Each stalled response was cut off: the client reads what was buffered, then the end of the connection.
+    for mut stream in stuck {
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let read_all = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received += n,
+                }
+            }
+        })
+        .await;
+        assert!(read_all.is_ok(), "the stalled connection was not closed");
+        assert!(received < BODY, "the whole body arrived ({received} bytes): the response was not dropped");
+    }
+}
