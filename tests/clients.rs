@@ -81,3 +81,25 @@ async fn send_timeout_frees_slots_held_by_clients_that_stop_reading() {
         assert!(received < BODY, "the whole body arrived ({received} bytes): the response was not dropped");
     }
 }
+
+/// `If-None-Match` may come as several header lines (RFC 9110 5.3: they form one list); a match on any line is a
+/// 304, not only on the first.
+#[tokio::test]
+async fn if_none_match_on_a_later_header_line_is_a_304() {
+    let upstream = Upstream::start().await;
+    upstream.route("/a.jpg", Route::image(photo()));
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks"]).await;
+    let client = client();
+    let url = proxy.url(&upstream.url("/a.jpg"));
+    let first = get(&client, &url).await;
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").to_owned();
+    assert!(!etag.is_empty());
+    // reqwest's `header` appends: two separate lines.
+    let request = client.get(&url).header("if-none-match", "\"something-else\"").header("if-none-match", &etag);
+    let reply = send(request).await;
+    assert_eq!(reply.status, 304, "a match on the second If-None-Match line was ignored");
+    assert!(reply.body.is_empty());
+    let request = client.get(&url).header("if-none-match", "\"a\"").header("if-none-match", "W/\"b\", \"c\"");
+    assert_eq!(send(request).await.status, 200);
+}
