@@ -14,10 +14,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+mod access_log;
 mod send_timeout;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::handler;
 use crate::pipeline::Pipeline;
 use send_timeout::SendTimeout;
@@ -86,17 +87,9 @@ pub async fn serve_with(
                 } else {
                     handler::handle(&pipeline, &request).await
                 };
-                tracing::info!(
-                    method = %request.method(),
-                    path = %request.uri(),
-                    status = response.status().as_u16(),
-                    x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
-                    error = outcome.error_code.map_or("-", ErrorCode::as_str),
-                    bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    %peer,
-                    "request"
-                );
+                let bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
+                let status = response.status().as_u16();
+                access_log::record(request.method(), request.uri(), status, &outcome, bytes, started, peer);
                 Ok::<_, Infallible>(response)
             }
         });

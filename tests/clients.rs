@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -102,4 +103,73 @@ async fn if_none_match_on_a_later_header_line_is_a_304() {
     assert!(reply.body.is_empty());
     let request = client.get(&url).header("if-none-match", "\"a\"").header("if-none-match", "W/\"b\", \"c\"");
     assert_eq!(send(request).await.status, 200);
+}
+
+/// The access log at `info` names the route, the target's host and path, status, cache, bytes and duration, and
+/// never a signature or the target's query string (which often carries tokens). Read from a real `mirage serve`.
+#[tokio::test]
+async fn access_log_has_no_signatures_nor_target_queries() {
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const SECRET: &str = "SECRETTOKEN42";
+    let upstream = Upstream::start().await;
+    upstream.route("/img/a.jpg", Route::image(photo()));
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["serve", "--listen", &addr.to_string(), "--no-disk-cache", "--allow-private-networks"])
+        .args(["--signing-key", KEY, "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mirage");
+    let key: mirage::signing::SigningKey = KEY.parse().unwrap();
+    let target = upstream.url(&format!("/img/a.jpg?token={SECRET}&x=1"));
+    let signed_variant = mirage::signing::sign_path(&key, &format!("/width=100/?{target}")).unwrap();
+    let signed_mirror = mirage::signing::sign_path(&key, &target).unwrap();
+    let signatures: Vec<String> = [&signed_variant, &signed_mirror]
+        .iter()
+        .map(|path| path.split("sig=").nth(1).unwrap().split([',', '/']).next().unwrap().to_owned())
+        .collect();
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "mirage did not answer /healthz within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let variant = get(&client, &format!("http://{addr}{signed_variant}")).await;
+    assert_eq!(variant.status, 200);
+    let mirror = get(&client, &format!("http://{addr}{signed_mirror}")).await;
+    assert_eq!(mirror.status, 200);
+    // A bad signature: refused, and still not logged.
+    let forged = get(&client, &format!("http://{addr}/sig=FORGEDSIGNATURE,width=50/?{target}")).await;
+    assert_eq!(forged.status, 403);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+
+    assert!(!stderr.contains(SECRET), "the target's query string is in the log:\n{stderr}");
+    assert!(!stderr.contains("FORGEDSIGNATURE"), "a signature is in the log:\n{stderr}");
+    for signature in &signatures {
+        assert!(!stderr.contains(signature.as_str()), "signature {signature} is in the log:\n{stderr}");
+    }
+    let access: Vec<&str> = stderr.lines().filter(|line| line.contains("\"target_path\":\"/img/a.jpg\"")).collect();
+    assert_eq!(access.len(), 3, "one access-log line per image request with the target's path:\n{stderr}");
+    let host = format!("\"target_host\":\"{}\"", upstream.addr);
+    let expect = [
+        ("\"route\":\"/width=100/\"", "\"status\":200", "\"x_cache\":\"MISS\""),
+        ("\"route\":\"/\"", "\"status\":200", "\"x_cache\":\"HIT-MEMORY\""),
+        ("\"route\":\"/width=50/\"", "\"status\":403", "\"x_cache\":\"-\""),
+    ];
+    for (line, (route, status, cache)) in access.iter().zip(expect) {
+        for field in [route, status, cache, host.as_str(), "\"bytes\":", "\"ms\":"] {
+            assert!(line.contains(field), "{field} missing from the access-log line {line}");
+        }
+    }
 }
