@@ -168,10 +168,17 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// RFC 9110 13.1.2 / 13.1.3: `If-None-Match` (weak comparison) wins; `If-Modified-Since` only without it.
+/// Every `If-None-Match` line counts: repeated lines form one list (RFC 9110 5.3), and a client or CDN may send
+/// one tag per line.
 fn is_not_modified(request_headers: &HeaderMap, etag: &str, last_modified: &str) -> bool {
-    if let Some(value) = request_headers.get(header::IF_NONE_MATCH) {
-        let Ok(value) = value.to_str() else { return false };
-        return value.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag);
+    let mut if_none_match = request_headers.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if if_none_match.peek().is_some() {
+        // A line that is not text cannot name our tag; the other lines still can.
+        return if_none_match
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag);
     }
     let Some(since) = request_headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
@@ -200,6 +207,18 @@ mod tests {
         assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "*"), "\"abc\"", lm));
         assert!(!is_not_modified(&headers(header::IF_NONE_MATCH, "\"abd\""), "\"abc\"", lm));
         assert!(!is_not_modified(&HeaderMap::new(), "\"abc\"", lm));
+    }
+
+    #[test]
+    fn every_if_none_match_line_counts() {
+        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        let mut map = headers(header::IF_NONE_MATCH, "\"x\", \"y\"");
+        map.append(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"abc\""));
+        assert!(is_not_modified(&map, "\"abc\"", lm));
+        assert!(!is_not_modified(&map, "\"abd\"", lm));
+        // A present If-None-Match that does not match wins over a matching If-Modified-Since.
+        map.append(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert!(!is_not_modified(&map, "\"abd\"", lm));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The accept loop: connection limits, header timeouts, one access-log line per request, graceful shutdown.
+//! The accept loop: connection limits, header and send timeouts, one access-log line per request, graceful
+//! shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,10 +14,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+mod access_log;
+mod send_timeout;
+
 use crate::config::Config;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::handler;
 use crate::pipeline::Pipeline;
+use send_timeout::SendTimeout;
 
 /// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish (at most `config.shutdown_timeout`), waits for queued cache writes and returns.
@@ -82,21 +87,14 @@ pub async fn serve_with(
                 } else {
                     handler::handle(&pipeline, &request).await
                 };
-                tracing::info!(
-                    method = %request.method(),
-                    path = %request.uri(),
-                    status = response.status().as_u16(),
-                    x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
-                    error = outcome.error_code.map_or("-", ErrorCode::as_str),
-                    bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    %peer,
-                    "request"
-                );
+                let bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
+                let status = response.status().as_u16();
+                access_log::record(request.method(), request.uri(), status, &outcome, bytes, started, peer);
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful
+            .watch(builder.serve_connection(TokioIo::new(SendTimeout::new(stream, config.send_timeout)), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");

@@ -174,6 +174,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MIRAGE_MAX_URI_BYTES", default_value = "8KiB", value_parser = parse_size)]
     pub max_uri_bytes: u64,
 
+    /// How long a response may make no progress (the client reads nothing) before it is dropped and its
+    /// connection closed: a client that stops reading must not hold a connection slot and its body forever.
+    #[arg(long, env = "MIRAGE_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -373,6 +378,8 @@ pub struct Config {
     pub max_uri_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest time a response may go without the client taking a byte; past it, the connection is closed.
+    pub send_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -390,6 +397,9 @@ impl ServeArgs {
         if self.max_uri_bytes == 0 {
             return Err("--max-uri-bytes must be at least 1".into());
         }
+        if self.send_timeout.is_zero() {
+            return Err("--send-timeout must be longer than zero".into());
+        }
         if self.require_signature && self.signing_keys.is_empty() {
             return Err("--require-signature needs at least one --signing-key".into());
         }
@@ -402,6 +412,7 @@ impl ServeArgs {
             max_request_bytes,
             max_uri_bytes: usize::try_from(self.max_uri_bytes).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
+            send_timeout: self.send_timeout,
         })
     }
 }
