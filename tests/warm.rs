@@ -563,8 +563,9 @@ async fn entries_that_do_not_stay_on_disk_are_reported_not_stored() {
     let cache = work.path().join("cache");
     let input = list(work.path(), "list.txt", &paths.map(|path| origin.url(path)));
 
-    // Room for one photo only: the LRU evicts what was just written.
-    let run = warm_dir(&input, &cache, &["--disk-cache-size", "60KiB", "--concurrency", "1"]).await;
+    // Room for one photo only (its blocks, its two shard directories and the cache's fixed overhead): the LRU
+    // evicts what was just written.
+    let run = warm_dir(&input, &cache, &["--disk-cache-size", "80KiB", "--concurrency", "1"]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert_eq!((run.count("warmed"), run.count("failed")), (1, 2), "{}", run.stdout);
     assert!(run.stdout.contains("not_stored: 2 jobs"), "{}", run.stdout);

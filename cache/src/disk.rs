@@ -1,21 +1,35 @@
 //! Disk tier: one verified file per entry under `root/ab/cd/<hex>`, written via temp file,
-//! fsync and rename, and kept within a byte budget by an LRU index.
+//! fsync and rename, and kept within a byte budget by an index of what the files really cost.
 //!
 //! Every method blocks; async callers go through `tokio::task::spawn_blocking`. Several
 //! processes (the server and the `warm` command) may share one directory: readers only ever
 //! see whole files because a file appears by `rename`, and a file this process did not index
 //! is adopted the first time it is read.
+//!
+//! Reads need no index: the path comes from the key and the header's checksum vouches for the bytes. So the
+//! tier answers as soon as it is opened (`open_unindexed`) while `build_index` scans the directory, which takes
+//! minutes with millions of entries.
+//!
+//! Eviction with several processes: each process's index knows the files it wrote or read, plus what its last
+//! scan found; it misses what the others wrote since, and still lists what they deleted. Evicting on that view
+//! alone could delete another process's entries while the directory is under budget (an index that still
+//! counts files already gone), or let the directory overrun (one that misses new files). So an index over budget
+//! never evicts directly: it first re-scans the directory (`reconcile`), which measures what is really there
+//! from every process, and evicts only if that measurement is over budget, and then down to a low-water mark
+//! (95 %), so that the next re-scan is 5 % of the budget of writes away. One re-scan runs at a time; a writer
+//! that finds the index over budget meanwhile waits for it and checks again (writes are few at once: the tiered
+//! front bounds them), so writers cannot outrun eviction.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::evict::LruIndex;
+use crate::evict::{Accounting, LruIndex, Victim};
 use crate::key::CacheKey;
 use crate::meta::{Entry, decode, encode_header};
 
@@ -25,6 +39,8 @@ const MAX_FILE_LEN: u64 = 512 * 1024 * 1024;
 /// another live process writing the same directory, so they are left alone.
 const STALE_TMP_AGE: Duration = Duration::from_secs(60);
 const TMP_DIR: &str = "tmp";
+/// After a re-scan over budget, evict down to this share of the budget.
+const LOW_WATER_PERCENT: u64 = 95;
 
 /// A disk-tier failure, with the path it happened on.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +60,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
     move |source| DiskError::Io { path: path.to_path_buf(), source }
 }
 
-/// Counts reported by `open` about what it found.
+/// Now on the wall clock, in nanoseconds: the index's recency ticks, on the scale of file mtimes.
+fn now_tick() -> u64 {
+    to_tick(SystemTime::now())
+}
+
+fn to_tick(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What a scan of the directory found.
 #[derive(Debug, Default)]
-struct Rebuild {
-    indexed: u64,
-    evicted: u64,
-    removed_tmp: u64,
+struct Scan {
+    /// (key, length, mtime tick) of every entry file.
+    found: Vec<(CacheKey, u64, u64)>,
     removed_invalid: u64,
 }
 
@@ -62,48 +86,121 @@ pub struct DiskTier {
     index: Mutex<LruIndex>,
     /// Makes temp names unique per call within this process (the pid covers other processes).
     tmp_counter: AtomicU64,
+    /// Set once `build_index` has scanned the directory; until then the index is partial and evicts nothing.
+    indexed: AtomicBool,
+    /// Held while a re-scan runs (one at a time).
+    reconciling: Mutex<()>,
 }
 
 impl DiskTier {
     /// Opens (creating if needed) a cache rooted at `root` holding at most `capacity_bytes`:
-    /// removes crash leftovers, rebuilds the LRU index from file mtimes and evicts down to
-    /// the budget.
+    /// removes crash leftovers, builds the index from the files found and evicts down to
+    /// the budget, all before returning.
     pub fn open(root: &Path, capacity_bytes: u64) -> Result<DiskTier, DiskError> {
+        let tier = DiskTier::open_unindexed(root, capacity_bytes)?;
+        tier.build_index()?;
+        Ok(tier)
+    }
+
+    /// Opens the cache without scanning it: reads and writes work at once; call `build_index` (in the
+    /// background) to learn what is already stored and enforce the budget on it.
+    pub fn open_unindexed(root: &Path, capacity_bytes: u64) -> Result<DiskTier, DiskError> {
         let tmp_dir = root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
+        let block = block_size(root);
         let tier = DiskTier {
             root: root.to_path_buf(),
             tmp_dir,
-            index: Mutex::new(LruIndex::new(capacity_bytes)),
+            index: Mutex::new(LruIndex::new(capacity_bytes, Accounting::blocks(block))),
             tmp_counter: AtomicU64::new(0),
+            indexed: AtomicBool::new(false),
+            reconciling: Mutex::new(()),
         };
-        let mut stats = Rebuild { removed_tmp: tier.clean_tmp()?, ..Rebuild::default() };
-        let mut found = tier.scan(&mut stats)?;
-        // Oldest mtime first, so the least recently used entries are evicted first.
-        found.sort_by_key(|&(mtime, key, _)| (mtime, key));
-        let mut victims = Vec::new();
-        {
-            let mut index = tier.lock();
-            for (_, key, size) in found {
-                victims.extend(index.insert(key, size));
-            }
-            stats.indexed = index.len() as u64;
+        let removed_tmp = tier.clean_tmp()?;
+        if removed_tmp > 0 {
+            tracing::info!(root = %root.display(), removed_tmp, "removed temp files left by a crash");
         }
-        stats.evicted = victims.len() as u64;
-        for key in victims {
-            tier.delete_file(&key);
-        }
-        tracing::info!(
-            root = %root.display(),
-            entries = stats.indexed,
-            bytes = tier.total_bytes(),
-            capacity = capacity_bytes,
-            evicted = stats.evicted,
-            removed_tmp = stats.removed_tmp,
-            removed_invalid = stats.removed_invalid,
-            "disk cache opened"
-        );
         Ok(tier)
+    }
+
+    /// Scans the directory into the index, marks the tier indexed and evicts down to the budget if needed.
+    pub fn build_index(&self) -> Result<(), DiskError> {
+        let result = {
+            let _one_at_a_time = self.reconciling.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = self.reconcile_and_evict(true);
+            self.indexed.store(true, Ordering::SeqCst);
+            result
+        };
+        let (entries, bytes, capacity) = {
+            let index = self.lock();
+            (index.len(), index.total_bytes(), index.capacity())
+        };
+        match &result {
+            Ok((removed_invalid, evicted)) => tracing::info!(
+                root = %self.root.display(),
+                entries,
+                bytes,
+                capacity,
+                evicted,
+                removed_invalid,
+                "disk cache indexed"
+            ),
+            Err(error) => tracing::warn!(root = %self.root.display(), %error, "disk cache index incomplete"),
+        }
+        result.map(|_| ())
+    }
+
+    /// True once `build_index` has run.
+    pub fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::SeqCst)
+    }
+
+    /// Re-scans the directory, merges what it found into the index and, when the directory is over budget,
+    /// evicts down to the low-water mark (the full budget on the first build). Returns (invalid files removed,
+    /// entries evicted).
+    fn reconcile_and_evict(&self, first: bool) -> Result<(u64, u64), DiskError> {
+        let started = now_tick();
+        let scan = self.scan()?;
+        let victims = {
+            let mut index = self.lock();
+            index.reconcile(scan.found, started);
+            let capacity = index.capacity();
+            if index.total_bytes() <= capacity {
+                Vec::new()
+            } else if first {
+                index.evict_to(capacity)
+            } else {
+                index.evict_to(capacity / 100 * LOW_WATER_PERCENT)
+            }
+        };
+        let evicted = victims.len() as u64;
+        if evicted > 0 && !first {
+            tracing::debug!(evicted, "disk cache over budget after a re-scan; evicted");
+        }
+        for victim in victims {
+            self.delete_victim(victim);
+        }
+        Ok((scan.removed_invalid, evicted))
+    }
+
+    /// Called when the index is over budget: re-measures and evicts (see the module docs), unless the index
+    /// is still being built (it evicts when done) or the re-scan this waited for brought it under budget.
+    fn enforce_budget(&self) {
+        if !self.is_indexed() {
+            return;
+        }
+        let _one_at_a_time = self.reconciling.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.over_budget() {
+            return;
+        }
+        if let Err(error) = self.reconcile_and_evict(false) {
+            tracing::debug!(%error, "disk cache re-scan failed");
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        let index = self.lock();
+        index.total_bytes() > index.capacity()
     }
 
     fn lock(&self) -> MutexGuard<'_, LruIndex> {
@@ -129,12 +226,13 @@ impl DiskTier {
         Ok(removed)
     }
 
-    /// Lists `root/ab/cd/<hex>` files as (mtime, key, size), deleting files in shard
-    /// directories whose names are not valid keys for that shard.
-    fn scan(&self, stats: &mut Rebuild) -> Result<Vec<(SystemTime, CacheKey, u64)>, DiskError> {
-        let mut found = Vec::new();
+    /// Lists `root/ab/cd/<hex>` files, deleting files in shard directories whose names are not valid keys for
+    /// that shard.
+    fn scan(&self) -> Result<Scan, DiskError> {
+        let mut scan = Scan::default();
         for level1 in shard_dirs(&self.root)? {
-            for level2 in shard_dirs(&level1)? {
+            let Ok(level2s) = shard_dirs(&level1) else { continue };
+            for level2 in level2s {
                 let Ok(files) = fs::read_dir(&level2) else {
                     continue;
                 };
@@ -149,15 +247,15 @@ impl DiskTier {
                     });
                     if let Some(key) = valid {
                         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                        found.push((mtime, key, meta.len()));
+                        scan.found.push((key, meta.len(), to_tick(mtime)));
                     } else if meta.is_file() && fs::remove_file(&path).is_ok() {
                         // Inside our shard tree but not a valid entry: a stray or misplaced file.
-                        stats.removed_invalid += 1;
+                        scan.removed_invalid += 1;
                     }
                 }
             }
         }
-        Ok(found)
+        Ok(scan)
     }
 
     /// Reads and verifies the entry for `key`. A missing file is `Ok(None)`; a corrupt one is
@@ -193,17 +291,36 @@ impl DiskTier {
         // order matters, and it must agree with the mtimes the OS gives files written by any process; no
         // freshness decision reads it (expiry lives in the entry header, judged by the caller's clock).
         let _ = file.set_modified(SystemTime::now());
-        let victims = {
+        let over = {
             let mut index = self.lock();
-            if index.touch(key) {
-                Vec::new()
-            } else {
-                // Written by another process (or lost by a race): adopt it into the budget.
-                index.insert(*key, size)
+            if !index.touch(key, now_tick()) {
+                // Written by another process, not indexed yet, or lost by a race: adopt it into the budget.
+                index.record(*key, size, now_tick());
             }
+            index.total_bytes() > index.capacity()
         };
-        self.delete_victims(key, victims);
+        if over {
+            self.enforce_budget();
+        }
         Ok(Some(entry))
+    }
+
+    /// Marks `keys` as used now (memory hits reported by the touch queue): moves them up in the index and
+    /// refreshes their mtimes, which are the order a restart rebuilds. A key whose file is gone is skipped.
+    pub fn touch_many(&self, keys: &[CacheKey]) {
+        let now = now_tick();
+        {
+            let mut index = self.lock();
+            for key in keys {
+                index.touch(key, now);
+            }
+        }
+        let time = SystemTime::now();
+        for key in keys {
+            if let Ok(file) = File::open(self.path_of(key)) {
+                let _ = file.set_modified(time);
+            }
+        }
     }
 
     fn discard(&self, key: &CacheKey, path: &Path, reason: &str) {
@@ -212,12 +329,18 @@ impl DiskTier {
         let _ = fs::remove_file(path);
     }
 
-    /// Atomically stores `entry` under `key` (temp file, fsync, rename), then evicts older
-    /// entries beyond the budget. An entry larger than the whole budget is skipped.
+    /// Atomically stores `entry` under `key` (temp file, fsync, rename), then, if the index is over budget,
+    /// re-measures the directory and evicts the least valuable entries. An entry that alone would take more
+    /// than the whole budget is skipped.
     pub fn write(&self, key: &CacheKey, entry: &Entry) -> Result<(), DiskError> {
         let header = encode_header(key, entry.meta());
         let size = header.len() as u64 + entry.body().len() as u64;
-        if size > self.lock().capacity() || size > MAX_FILE_LEN {
+        let fits = {
+            let index = self.lock();
+            index.accounting().file_cost(size) + index.accounting().base_bytes + 2 * index.accounting().dir_bytes
+                <= index.capacity()
+        };
+        if !fits || size > MAX_FILE_LEN {
             tracing::debug!(key = %key, size, "entry larger than disk cache budget; not written");
             return Ok(());
         }
@@ -228,39 +351,60 @@ impl DiskTier {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        let victims = self.lock().insert(*key, size);
-        self.delete_victims(key, victims);
+        self.lock().record(*key, size, now_tick());
+        if self.over_budget() {
+            self.enforce_budget();
+        }
         Ok(())
     }
 
-    fn delete_victims(&self, just_used: &CacheKey, victims: Vec<CacheKey>) {
-        for victim in victims {
-            if victim == *just_used {
-                tracing::debug!(key = %victim, "entry alone exceeds disk budget; dropped");
-            }
-            self.delete_file(&victim);
-        }
-    }
-
-    fn delete_file(&self, key: &CacheKey) {
-        let path = self.path_of(key);
+    /// Deletes a victim's file and the shard directories it left empty. A directory another writer has just
+    /// put a file in is not empty, so `remove_dir` leaves it; a writer that finds its directory gone recreates
+    /// it (see `write_and_rename`).
+    fn delete_victim(&self, victim: Victim) {
+        let path = self.path_of(&victim.key);
         match fs::remove_file(&path) {
             Err(e) if !is_absent(&e) => {
                 tracing::debug!(path = %path.display(), error = %e, "could not delete entry");
             }
             _ => {}
         }
+        let mut dir = path.parent();
+        for _ in 0..victim.empty_dirs {
+            let Some(d) = dir else { break };
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 
     /// Deletes the entry for `key`, if any.
     pub fn remove(&self, key: &CacheKey) {
-        self.lock().remove(key);
-        self.delete_file(key);
+        let removed = self.lock().remove(key);
+        match removed {
+            Some((victim, _)) => self.delete_victim(victim),
+            None => self.delete_victim(Victim { key: *key, empty_dirs: 0 }),
+        }
     }
 
-    /// Bytes currently indexed (file sizes, header included).
+    /// Checks the disk answers at all: writes, reads back and deletes a small file in the temp directory.
+    pub fn probe(&self) -> Result<(), DiskError> {
+        let seq = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp_dir.join(format!("probe.{}.{}.tmp", std::process::id(), seq));
+        let result = fs::write(&path, b"probe").and_then(|()| fs::read(&path)).map_err(io_err(&path));
+        let _ = fs::remove_file(&path);
+        result.map(|_| ())
+    }
+
+    /// Bytes currently charged: entry files rounded up to whole blocks, shard directories and fixed overhead.
     pub fn total_bytes(&self) -> u64 {
         self.lock().total_bytes()
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> u64 {
+        self.lock().capacity()
     }
 
     /// Number of indexed entries.
@@ -276,6 +420,20 @@ impl DiskTier {
     /// Where the entry for `key` lives: `root/ab/cd/<hex>`.
     pub fn path_of(&self, key: &CacheKey) -> PathBuf {
         self.root.join(key.shard_path())
+    }
+}
+
+/// The file system's allocation unit under `root` (st_blksize; 4 KiB where it cannot be read).
+fn block_size(root: &Path) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(root).map_or(4096, |meta| meta.blksize())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = root;
+        4096
     }
 }
 
@@ -296,7 +454,14 @@ fn write_and_rename(tmp: &Path, dest: &Path, header: &[u8], body: &[u8]) -> Resu
         return Err(io_err(dest)(io::Error::other("entry path has no parent")));
     };
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    fs::rename(tmp, dest).map_err(io_err(dest))?;
+    if let Err(error) = fs::rename(tmp, dest) {
+        // Eviction removes empty shard directories: one may have gone between create_dir_all and rename.
+        if error.kind() != io::ErrorKind::NotFound {
+            return Err(io_err(dest)(error));
+        }
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::rename(tmp, dest).map_err(io_err(dest))?;
+    }
     // Best effort: persist the directory entry too; not all filesystems allow it.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();

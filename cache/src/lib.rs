@@ -2,6 +2,7 @@
 //! tier, behind a tiered front, and a coalescer that runs one fill per key at a time. Knows
 //! nothing of HTTP.
 
+pub mod budget;
 pub mod disk;
 pub mod evict;
 pub mod key;

@@ -4,8 +4,10 @@
 //! (memory-only), not down.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -18,6 +20,11 @@ use crate::meta::{Entry, EntryKind};
 /// back-pressure on the (already bounded) fills, rather than a queue that grows without bound
 /// behind a slow disk or entries that silently never reach it (the warm command relies on that).
 const MAX_PENDING_WRITES: usize = 32;
+/// Memory hits waiting to refresh their disk entries' recency (32 bytes each). A full queue drops touches: a
+/// hit never waits for the disk.
+const TOUCH_QUEUE: usize = 4096;
+/// How often queued touches reach the disk (also before every eviction decision and at `flush`).
+const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which tier answered a lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,9 +53,29 @@ struct Inner {
     /// Set on the first disk failure, cleared by the next successful write; logs only on
     /// transitions so a full or read-only disk does not flood the log.
     disk_degraded: AtomicBool,
+    /// Memory hits report their keys here, so the disk tier does not evict what memory serves most; `None`
+    /// without a disk tier.
+    touches: Option<SyncSender<CacheKey>>,
+    pending_touches: Mutex<Option<Receiver<CacheKey>>>,
 }
 
 impl Inner {
+    /// Applies the queued touches to the disk tier (blocking: call off the reactor). Duplicates collapse.
+    fn apply_touches(&self) {
+        let Some(disk) = self.disk.as_deref() else { return };
+        let mut keys = {
+            let pending = self.pending_touches.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(receiver) = pending.as_ref() else { return };
+            receiver.try_iter().take(TOUCH_QUEUE).collect::<Vec<_>>()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        disk.touch_many(&keys);
+    }
+
     fn disk_failed(&self, op: &str, err: &dyn fmt::Display) {
         if self.disk_degraded.swap(true, Ordering::Relaxed) {
             tracing::debug!(op, error = %err, "disk cache still failing");
@@ -82,15 +109,33 @@ impl fmt::Debug for TieredCache {
 
 impl TieredCache {
     /// Builds the front over `memory` and, if given, `disk`.
+    ///
+    /// With a disk tier, spawns the task that applies memory hits to the disk's recency every few seconds
+    /// (when a Tokio runtime is running; otherwise they are applied at writes and `flush`).
     pub fn new(memory: MemoryTier, disk: Option<DiskTier>) -> TieredCache {
-        TieredCache {
+        let (touches, pending) = match disk {
+            Some(_) => {
+                let (sender, receiver) = sync_channel(TOUCH_QUEUE);
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
+        let cache = TieredCache {
             inner: Arc::new(Inner {
                 memory,
                 disk: disk.map(Arc::new),
                 write_permits: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
                 disk_degraded: AtomicBool::new(false),
+                touches,
+                pending_touches: Mutex::new(pending),
             }),
+        };
+        if cache.inner.disk.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(apply_touches_periodically(Arc::downgrade(&cache.inner)));
         }
+        cache
     }
 
     /// The memory tier.
@@ -115,6 +160,12 @@ impl TieredCache {
             if entry.is_fresh(now) { Lookup::Fresh(entry, tier) } else { Lookup::Stale(entry, tier) }
         };
         if let Some(entry) = self.inner.memory.get(key).await {
+            if let Some(touches) = &self.inner.touches {
+                // Never blocks and never allocates (a bounded ring of 32-byte keys); a full queue drops it.
+                if let Err(TrySendError::Full(_)) = touches.try_send(*key) {
+                    tracing::trace!("touch queue full; memory hit not applied to disk recency");
+                }
+            }
             return classify(entry, Tier::Memory);
         }
         let Some(disk) = self.inner.disk.clone() else {
@@ -157,6 +208,8 @@ impl TieredCache {
             let Some(disk) = inner.disk.as_deref() else {
                 return;
             };
+            // Recency first: the write may evict, and what memory served since the last flush must count.
+            inner.apply_touches();
             match entry.meta().kind {
                 EntryKind::Image => match disk.write(&key, &entry) {
                     Ok(()) => inner.disk_ok(),
@@ -175,5 +228,19 @@ impl TieredCache {
         if let Ok(permits) = self.inner.write_permits.acquire_many(all).await {
             drop(permits);
         }
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || inner.apply_touches()).await;
+    }
+}
+
+/// Applies queued memory hits to the disk tier every `TOUCH_INTERVAL`, until the cache is dropped.
+async fn apply_touches_periodically(inner: Weak<Inner>) {
+    let mut interval = tokio::time::interval(TOUCH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || inner.apply_touches()).await;
     }
 }

@@ -46,7 +46,9 @@ fn write_read_round_trip() {
     let path = disk.path_of(&key(1));
     assert!(path.starts_with(dir.path()));
     assert!(path.ends_with(key(1).shard_path()));
-    assert_eq!(disk.total_bytes(), fs::metadata(&path).unwrap().len());
+    // One block for the file, one for each of its two shard directories, three of fixed overhead.
+    assert!(fs::metadata(&path).unwrap().len() < 4096);
+    assert_eq!(disk.total_bytes(), 6 * 4096);
     assert_eq!(disk.entry_count(), 1);
     let back = disk.read(&key(1)).unwrap().expect("hit");
     assert_eq!(back.meta(), e.meta());
@@ -56,7 +58,9 @@ fn write_read_round_trip() {
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     disk.remove(&key(1));
     assert!(!path.exists());
+    assert!(!path.parent().unwrap().exists(), "empty shard directory kept");
     assert_eq!(disk.entry_count(), 0);
+    assert_eq!(disk.total_bytes(), 3 * 4096);
     assert!(disk.read(&key(1)).unwrap().is_none());
 }
 
@@ -78,7 +82,7 @@ fn truncated_or_flipped_file_is_deleted_not_served() {
         assert!(disk.read(&k).unwrap().is_none(), "damage {damage} served");
         assert!(!path.exists(), "corrupt file kept");
         assert_eq!(disk.entry_count(), 0);
-        assert_eq!(disk.total_bytes(), 0);
+        assert_eq!(disk.total_bytes(), 3 * 4096);
     }
 }
 
@@ -105,7 +109,7 @@ fn reopen_rebuilds_index_and_keeps_entries() {
 #[test]
 fn budget_is_respected_and_recently_read_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let capacity = 20_000;
+    let capacity = 200_000;
     let disk = DiskTier::open(dir.path(), capacity).unwrap();
     for i in 0..60 {
         disk.write(&key(i), &entry(1000, 9)).unwrap();
@@ -119,16 +123,15 @@ fn budget_is_respected_and_recently_read_survives() {
     // The index matches what is on disk.
     let files = shard_files(dir.path());
     assert_eq!(files.len(), disk.entry_count());
-    assert_eq!(files.iter().map(|f| f.1).sum::<u64>(), disk.total_bytes());
     assert!(disk.entry_count() > 10);
 }
 
 #[test]
 fn entry_larger_than_budget_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = DiskTier::open(dir.path(), 5_000).unwrap();
+    let disk = DiskTier::open(dir.path(), 40_000).unwrap();
     disk.write(&key(1), &entry(1000, 1)).unwrap();
-    disk.write(&key(2), &entry(10_000, 1)).unwrap();
+    disk.write(&key(2), &entry(30_000, 1)).unwrap();
     assert!(disk.read(&key(2)).unwrap().is_none());
     assert!(disk.read(&key(1)).unwrap().is_some(), "small entry evicted");
 }
@@ -179,9 +182,11 @@ fn reopen_with_smaller_budget_evicts_by_mtime() {
         for (i, ago) in [(0, 10), (1, 100), (2, 1000)] {
             set_mtime(&disk.path_of(&key(i)), ago);
         }
-        disk.total_bytes() / 3
+        // Each entry costs the same (a block and, almost surely, two directories of its own).
+        let base = 3 * 4096;
+        base + (disk.total_bytes() - base) / 3
     };
-    let disk = DiskTier::open(dir.path(), size * 2).unwrap();
+    let disk = DiskTier::open(dir.path(), size * 2 - 3 * 4096).unwrap();
     assert_eq!(disk.entry_count(), 2);
     assert!(!disk.path_of(&key(2)).exists());
     assert!(disk.read(&key(0)).unwrap().is_some());
@@ -220,4 +225,37 @@ fn open_fails_when_root_is_under_a_file() {
     fs::write(&file, b"x").unwrap();
     let err = DiskTier::open(&file.join("cache"), 1 << 20).unwrap_err();
     assert!(err.to_string().contains("plain-file"), "{err}");
+}
+
+#[test]
+fn many_tiny_entries_stay_within_the_budget_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 2 << 20).unwrap();
+    for i in 0..600 {
+        disk.write(&key(i), &entry(100, 1)).unwrap();
+    }
+    assert!(disk.total_bytes() <= 2 << 20, "{}", disk.total_bytes());
+    assert!(disk.entry_count() < 300, "{}", disk.entry_count());
+}
+
+#[test]
+fn concurrent_writers_stay_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = std::sync::Arc::new(DiskTier::open(dir.path(), 2 << 20).unwrap());
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let disk = disk.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    disk.write(&key(t * 1000 + i), &entry(100, 1)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let files = shard_files(dir.path()).len();
+    assert!(disk.total_bytes() <= 2 << 20, "{}", disk.total_bytes());
+    assert_eq!(files, disk.entry_count());
 }

@@ -163,3 +163,28 @@ async fn works_without_a_disk() {
     assert_eq!(tier_of(&cache.lookup(&key(1), 5).await), Some((true, Tier::Memory)));
     assert!(!cache.disk_degraded());
 }
+
+fn big(fill: u8) -> Entry {
+    Entry::image("image/jpeg", Bytes::from(vec![fill; 100_000]), 0, u64::MAX)
+}
+
+#[tokio::test]
+async fn memory_hits_keep_an_entry_on_disk_past_one_off_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for three of these entries, not four.
+    let disk = DiskTier::open(dir.path(), 380_000).unwrap();
+    let cache = TieredCache::new(MemoryTier::new(1 << 20), Some(disk));
+    cache.store(key(0), big(0)).await;
+    cache.flush().await;
+    for _ in 0..10 {
+        assert!(matches!(cache.lookup(&key(0), 1).await, Lookup::Fresh(_, Tier::Memory)));
+    }
+    for i in 1..4 {
+        cache.store(key(i), big(1)).await;
+        cache.flush().await;
+    }
+    let disk = cache.disk().unwrap();
+    assert_eq!(disk.entry_count(), 3);
+    assert!(disk.path_of(&key(0)).exists(), "the entry memory served was evicted from disk");
+    assert!(!disk.path_of(&key(1)).exists());
+}
