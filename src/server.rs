@@ -89,7 +89,7 @@ pub async fn serve_with(
                 };
                 let bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
                 let status = response.status().as_u16();
-                access_log::record(request.method(), request.uri(), status, &outcome, bytes, started, peer);
+                access_log::record(request.method(), request.uri(), status, outcome, bytes, started, peer);
                 Ok::<_, Infallible>(response)
             }
         });

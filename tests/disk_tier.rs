@@ -26,9 +26,9 @@ fn tiny_png() -> Bytes {
     // zlib: header, one stored block of two bytes (filter 0, pixel 0), Adler-32.
     let idat = [0x78, 0x01, 0x01, 0x02, 0x00, 0xfd, 0xff, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01];
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"IDAT", &idat));
-    png.extend(png_chunk(b"IEND", &[]));
+    png.extend(png_chunk(*b"IHDR", &ihdr));
+    png.extend(png_chunk(*b"IDAT", &idat));
+    png.extend(png_chunk(*b"IEND", &[]));
     Bytes::from(png)
 }
 

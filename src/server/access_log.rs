@@ -21,7 +21,7 @@ pub(super) fn record(
     method: &Method,
     uri: &Uri,
     status: u16,
-    outcome: &Outcome,
+    outcome: Outcome,
     bytes: u64,
     started: Instant,
     peer: SocketAddr,
