@@ -470,7 +470,3 @@ fn flatten(filled: Result<Served, FillError<Error>>) -> Result<Served, Error> {
         Err(FillError::Aborted) => Err(Error::Internal),
     }
 }
-
-#[cfg(test)]
-#[path = "pipeline_tests.rs"]
-mod tests;

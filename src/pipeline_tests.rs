@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,9 +16,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::*;
 use crate::config::ServeArgs;
+use crate::error::Error;
+use crate::fetch::FetchError;
 use crate::freshness::ManualClock;
+use crate::pipeline::*;
+use crate::request::{ImageRequest, Target};
 use crate::respond;
 
 /// A body the sniffer takes for a GIF (mirroring never decodes it).
