@@ -377,7 +377,10 @@ impl Pipeline {
         if let Some(vary) = upstream.headers.vary.as_deref() {
             // Upstream negotiated. We send the same request headers on every fetch (never a client's), so this
             // representation is the one every later fetch would get: it is kept for everyone, keyed without Vary.
-            tracing::debug!(url = %upstream.final_url, vary, format = format.media_type(), "upstream answer varies");
+            let url = &upstream.final_url;
+            // Host and path only: a target's query may carry credentials.
+            let (host, path) = (url.host_str().unwrap_or_default(), url.path());
+            tracing::debug!(host, path, vary, format = format.media_type(), "upstream answer varies");
         }
         let content_type = format.response_content_type(upstream.headers.content_type.as_deref());
         let freshness = self.inner.freshness.lifetime(&upstream.headers, now);
