@@ -1,5 +1,6 @@
-//! How long a fetched image stays fresh: upstream's `Cache-Control` / `Expires`, clamped by our policy, judged
-//! against the pipeline's clock.
+//! Whether a fetched image is kept and how long it stays fresh (RFC 9111): upstream's `Cache-Control` /
+//! `Expires`, clamped by our policy, merged with a 304's headers on revalidation, and judged against the
+//! pipeline's clock.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -2,7 +2,9 @@
 //! both call it.
 //!
 //! A transformed variant is derived from the cached original: the original is fetched once (and revalidated
-//! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
+//! on its own schedule), and every variant of it is made from that copy without contacting upstream again. A
+//! variant expires with its original and carries its freshness inputs; once expired it is renewed, not made
+//! again, when the original's bytes are unchanged.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
