@@ -367,7 +367,7 @@ impl Pipeline {
                 };
             }
         };
-        if served.cacheable {
+        if served.cacheable && reusable(&served.entry) {
             self.inner.cache.store(key, served.entry.clone()).await;
         }
         Ok(served)
@@ -403,6 +403,14 @@ impl Pipeline {
             Freshness::Private => Served::uncacheable(entry, CacheStatus::Miss, true, stored_at),
         })
     }
+}
+
+/// Whether a stored copy could ever answer again. One that must be revalidated before every reuse (`no-cache`,
+/// `max-age=0`) but has no validator could only be refetched whole: storing it would cost a write per request for
+/// nothing.
+fn reusable(entry: &Entry) -> bool {
+    let meta = entry.meta();
+    !meta.freshness.no_cache || meta.etag.is_some() || meta.last_modified.is_some()
 }
 
 /// A cached negative entry answers 404 until it expires; an image answers itself. `now` is when it was looked up.

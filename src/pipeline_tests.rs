@@ -39,6 +39,8 @@ enum Answer {
     /// 200, the GIF with this `Cache-Control` and the ETag; a bare 304 (the ETag alone, as S3 sends it) to a
     /// request carrying the ETag.
     With(&'static str),
+    /// 200, the GIF with this `Cache-Control` and no validator at all.
+    Unvalidated(&'static str),
     /// This status with an empty body.
     Status(u16),
 }
@@ -123,6 +125,10 @@ fn reply(answer: Answer, etag_matches: bool) -> Response<Full<Bytes>> {
         Answer::With(cache_control) => builder
             .header(header::CONTENT_TYPE, "image/gif")
             .header(header::ETAG, ETAG)
+            .header(header::CACHE_CONTROL, cache_control)
+            .body(Full::new(Bytes::from_static(GIF))),
+        Answer::Unvalidated(cache_control) => builder
+            .header(header::CONTENT_TYPE, "image/gif")
             .header(header::CACHE_CONTROL, cache_control)
             .body(Full::new(Bytes::from_static(GIF))),
         Answer::Status(status) => builder.status(status).body(Full::new(Bytes::new())),
@@ -357,4 +363,18 @@ async fn private_is_answered_but_never_stored() {
         assert_eq!(cache_control(&served), "private, no-store");
         assert_eq!(origin.requests(), round);
     }
+}
+
+#[tokio::test]
+async fn no_cache_without_a_validator_is_not_stored() {
+    let origin = Origin::start(Answer::Unvalidated("no-cache")).await;
+    let (pipeline, clock) = pipeline().await;
+    let request = origin.request();
+    for round in 1..=2 {
+        let served = pipeline.get(&request).await.unwrap();
+        assert_eq!((served.cache_status, origin.requests()), (CacheStatus::Miss, round));
+        assert_eq!(cache_control(&served), "public, no-cache");
+    }
+    let key = request.source_key();
+    assert!(matches!(pipeline.cache().lookup(&key, clock.clock().unix_now()).await, Lookup::Miss));
 }
