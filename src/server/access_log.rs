@@ -112,6 +112,10 @@ impl fmt::Display for Route<'_> {
                     f.write_str(",")?;
                 }
                 first = false;
+                if !pair.contains(char::is_control) {
+                    f.write_str(pair)?;
+                    continue;
+                }
                 for c in pair.chars() {
                     if c.is_control() { write!(f, "{}", c.escape_default())? } else { write!(f, "{c}")? }
                 }
