@@ -9,30 +9,16 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{Route, Upstream, client, get, photo};
 
-const FLAGS: [&str; 22] = [
-    "--listen",
-    "--cache-dir",
-    "--no-disk-cache",
-    "--memory-cache-size",
-    "--disk-cache-size",
-    "--connect-timeout",
-    "--fetch-timeout",
-    "--max-source-bytes",
-    "--max-redirects",
-    "--user-agent",
-    "--min-ttl",
-    "--max-ttl",
-    "--default-ttl",
-    "--stale-if-error",
-    "--negative-ttl",
-    "--allow-private-networks",
-    "--allow-net",
-    "--max-inflight-fetches",
-    "--max-connections",
-    "--header-read-timeout",
-    "--shutdown-timeout",
-    "--log-format",
-];
+/// The flags of README's "Flags" table, in the order it lists them: the table is the documentation of `serve`.
+fn readme_flags() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme.split("\n## Flags\n").nth(1).unwrap().split("\n## ").next().unwrap();
+    table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `--"))
+        .map(|rest| format!("--{}", rest.split(['`', ' ']).next().unwrap()))
+        .collect()
+}
 
 fn mirage() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mirage"));
@@ -112,8 +98,23 @@ fn serve_help_lists_every_flag() {
     let output = mirage().args(["serve", "--help"]).output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in FLAGS {
-        assert!(help.contains(flag), "`mirage serve --help` does not mention {flag}:\n{help}");
+    let documented = readme_flags();
+    assert!(documented.len() >= 30, "README's Flags table was not found: {documented:?}");
+    for flag in &documented {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "`mirage serve --help` does not mention {flag}:\n{help}"
+        );
+    }
+    // And the other way round: every flag `serve` takes is in the README's table.
+    for flag in
+        help.split_whitespace().filter(|word| word.starts_with("--")).map(|word| word.trim_end_matches([',', '.', ';', ':', ')']))
+    {
+        let flag = flag.split('=').next().unwrap_or(flag);
+        if flag == "--help" {
+            continue;
+        }
+        assert!(documented.iter().any(|d| d == flag), "{flag} is not in README's Flags table");
     }
     let top = mirage().arg("--help").output().unwrap();
     assert!(top.status.success());

@@ -1,23 +1,39 @@
 //! Memory tier: a moka cache of entries, bounded by an approximate byte budget.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use moka::future::Cache;
 
 use crate::key::CacheKey;
 use crate::meta::Entry;
 
-/// Rough per-entry cost beyond the body: key, `EntryMeta`, validators, moka bookkeeping.
-const ENTRY_OVERHEAD: u64 = 200;
+/// Per-entry cost beyond the body and the metadata strings: the key, the `EntryMeta` and `Bytes` headers and
+/// moka's bookkeeping (its value entry, entry info, key hash, access and write deque nodes, the hash-table bucket
+/// and the frequency sketch), a few hundred bytes together, each allocation rounded up by the allocator.
+const ENTRY_OVERHEAD: u64 = 512;
 
 /// Byte-weighted in-memory cache; clones share the same storage.
 #[derive(Clone, Debug)]
 pub struct MemoryTier {
     cache: Cache<CacheKey, Entry>,
     capacity_bytes: u64,
+    /// Bytes inserted since moka last applied its evictions (see `insert`).
+    unsettled: Arc<AtomicU64>,
 }
 
+/// Evictions are applied once inserts not yet settled reach this share of the budget.
+const UNSETTLED_SHARE: u64 = 32;
+
+/// What an entry really holds: its body (stored at exact size: the fetcher and the encoders give spare capacity
+/// back before an entry is built, so length is what is allocated), its metadata strings and a fixed overhead.
 /// moka weights are u32; an entry over 4 GiB is clamped (it would evict everything anyway).
 fn weigh(_key: &CacheKey, entry: &Entry) -> u32 {
-    let bytes = entry.meta().body_len() + entry.meta().content_type.len() as u64 + ENTRY_OVERHEAD;
+    let meta = entry.meta();
+    let strings = meta.content_type.len()
+        + meta.etag.as_ref().map_or(0, String::len)
+        + meta.last_modified.as_ref().map_or(0, String::len);
+    let bytes = meta.body_len() + strings as u64 + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -25,7 +41,7 @@ impl MemoryTier {
     /// A tier holding at most about `capacity_bytes` of entries.
     pub fn new(capacity_bytes: u64) -> MemoryTier {
         let cache = Cache::builder().max_capacity(capacity_bytes).weigher(weigh).build();
-        MemoryTier { cache, capacity_bytes }
+        MemoryTier { cache, capacity_bytes, unsettled: Arc::new(AtomicU64::new(0)) }
     }
 
     /// The entry for `key`, if cached (a cheap clone: the body is shared).
@@ -40,7 +56,17 @@ impl MemoryTier {
         if u64::from(weigh(&key, &entry)) > self.capacity_bytes {
             return;
         }
+        let weight = u64::from(weigh(&key, &entry));
         self.cache.insert(key, entry).await;
+        // moka applies evictions only every 64 writes or 300 ms: with image-sized entries arriving quickly, the
+        // tier would hold tens of MiB over its budget in between. Settling once the inserts since the last time
+        // reach 1/32 of the budget bounds the overshoot to that plus one entry. Inserts happen on misses only,
+        // after a fetch or a transform, so this never costs a hit anything.
+        let threshold = (self.capacity_bytes / UNSETTLED_SHARE).max(1);
+        if self.unsettled.fetch_add(weight, Ordering::Relaxed) + weight >= threshold {
+            self.unsettled.store(0, Ordering::Relaxed);
+            self.cache.run_pending_tasks().await;
+        }
     }
 
     /// Drops the entry for `key`, if any.
@@ -89,6 +115,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inserts_never_run_far_over_budget() {
+        let capacity = 1 << 20;
+        let mem = MemoryTier::new(capacity);
+        let mut highest = 0;
+        for i in 0u32..400 {
+            mem.insert(CacheKey::from_parts(&[&i.to_le_bytes()]), entry(50_000)).await;
+            // What the map holds right now, evictions not yet applied included.
+            let held: u64 = mem.cache.iter().map(|(key, entry)| u64::from(weigh(&key, &entry))).sum();
+            highest = highest.max(held);
+        }
+        let allowed = capacity + capacity / UNSETTLED_SHARE + 2 * 51_000;
+        assert!(highest <= allowed, "{highest} > {allowed}");
+    }
+
+    #[tokio::test]
     async fn get_insert_remove() {
         let mem = MemoryTier::new(1 << 20);
         let k = CacheKey::from_parts(&[b"a"]);
@@ -112,6 +153,6 @@ mod tests {
 
     #[test]
     fn weight_counts_body_and_clamps() {
-        assert_eq!(weigh(&CacheKey::from_parts(&[]), &entry(1_000)), 1_209);
+        assert_eq!(weigh(&CacheKey::from_parts(&[]), &entry(1_000)), 1_000 + 9 + 512);
     }
 }

@@ -368,7 +368,14 @@ async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Bytes,
     if declared.is_some_and(|len| (body.len() as u64) < len) {
         return Err(FetchError::Body("body is shorter than its Content-Length".to_owned()));
     }
-    Ok(body.freeze())
+    Ok(exact(body))
+}
+
+/// The body in an allocation of exactly its length. A body that grew while streaming (no Content-Length) holds
+/// up to twice its length in capacity; the cache weighs entries by length and keeps them for hours, so the
+/// spare capacity would be memory the budget never sees. One copy at the end is cheaper than that.
+fn exact(body: BytesMut) -> Bytes {
+    if body.capacity() == body.len() { body.freeze() } else { Bytes::copy_from_slice(&body) }
 }
 
 /// Classifies an error from sending a request (connecting, TLS, reading the response head).

@@ -42,3 +42,16 @@ fn error_messages_are_single_lines() {
     assert_eq!(errors[1].to_string(), "upstream answered 404");
     assert_eq!(errors[3].to_string(), "source image is larger than 26214400 bytes");
 }
+
+#[test]
+fn streamed_bodies_are_kept_at_exact_size() {
+    let mut grown = BytesMut::with_capacity(16);
+    // As chunks arrive: the buffer doubles, so it ends with spare capacity.
+    grown.extend_from_slice(&[1u8; 600]);
+    grown.extend_from_slice(&[2u8; 100]);
+    assert!(grown.capacity() > grown.len());
+    let body = exact(grown);
+    assert_eq!(body.len(), 700);
+    let back = body.try_into_mut().expect("unique");
+    assert_eq!(back.capacity(), 700, "spare capacity kept");
+}

@@ -26,19 +26,30 @@ pub(super) fn record(
     started: Instant,
     peer: SocketAddr,
 ) {
-    // Parsing the target costs an allocation: only when the line is written.
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }
-    let target = uri.query().and_then(|query| Target::parse(query).ok());
-    let url = target.as_ref().map(Target::url);
-    let host = url.and_then(|url| url.host_str()).unwrap_or("-");
-    let port = url.and_then(url::Url::port);
+    // A plain target (`http://host/path?query`, what signed links and most pages use) is sliced, not parsed: no
+    // allocation on the hit path. A percent-encoded one is parsed as the handler parsed it.
+    let parsed: Option<Target>;
+    let (host, port, path) = match uri.query() {
+        None | Some("") => ("-", None, "-"),
+        Some(query) => match split_plain(query) {
+            Some((host, path)) => (host, None, path),
+            None => {
+                parsed = Target::parse(query).ok();
+                match parsed.as_ref().map(Target::url) {
+                    Some(url) => (url.host_str().unwrap_or("-"), url.port(), url.path()),
+                    None => ("-", None, "-"),
+                }
+            }
+        },
+    };
     tracing::info!(
         %method,
         route = %Route(uri.path()),
         target_host = %HostPort(host, port),
-        target_path = url.map_or("-", url::Url::path),
+        target_path = path,
         status,
         x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
         error = outcome.error_code.map_or("-", ErrorCode::as_str),
@@ -47,6 +58,21 @@ pub(super) fn record(
         %peer,
         "request"
     );
+}
+
+/// The host (with its port, without userinfo) and the path (without query or fragment) of a target written as a
+/// plain `http://` or `https://` URL; `None` for anything else (percent-encoded, odd case), which is parsed.
+fn split_plain(raw: &str) -> Option<(&str, &str)> {
+    let rest = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://"))?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if host.is_empty() {
+        return None;
+    }
+    let after = &rest[authority_end..];
+    let path = &after[..after.find(['?', '#']).unwrap_or(after.len())];
+    Some((host, if path.is_empty() { "/" } else { path }))
 }
 
 /// A host with its port when the URL names one.
@@ -86,6 +112,10 @@ impl fmt::Display for Route<'_> {
                     f.write_str(",")?;
                 }
                 first = false;
+                if !pair.contains(char::is_control) {
+                    f.write_str(pair)?;
+                    continue;
+                }
                 for c in pair.chars() {
                     if c.is_control() { write!(f, "{}", c.escape_default())? } else { write!(f, "{c}")? }
                 }
@@ -98,6 +128,15 @@ impl fmt::Display for Route<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_targets_are_sliced_without_userinfo_query_or_fragment() {
+        assert_eq!(split_plain("http://h.example/a/b.jpg?token=x#f"), Some(("h.example", "/a/b.jpg")));
+        assert_eq!(split_plain("https://u:pw@h.example:8443?q=1"), Some(("h.example:8443", "/")));
+        assert_eq!(split_plain("http://h.example#x?y"), Some(("h.example", "/")));
+        assert_eq!(split_plain("http%3A%2F%2Fh.example%2Fa.jpg"), None);
+        assert_eq!(split_plain("http:///a.jpg"), None);
+    }
 
     #[test]
     fn routes_lose_their_signatures() {

@@ -18,8 +18,9 @@ use tokio::time::{Instant, Sleep};
 pub struct SendTimeout<S> {
     inner: S,
     timeout: Duration,
-    /// One timer per connection, reset (not reallocated) whenever a write starts waiting.
-    timer: Pin<Box<Sleep>>,
+    /// One timer per connection, made at the first stall (most connections never stall: no allocation for
+    /// them) and reset, not reallocated, whenever a write starts waiting again.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Whether `timer` runs for the write now pending.
     armed: bool,
 }
@@ -27,16 +28,18 @@ pub struct SendTimeout<S> {
 impl<S> SendTimeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, timeout: Duration) -> SendTimeout<S> {
-        SendTimeout { inner, timeout, timer: Box::pin(tokio::time::sleep(timeout)), armed: false }
+        SendTimeout { inner, timeout, timer: None, armed: false }
     }
 
     /// Called when the inner stream is not ready: starts the timer for this stall, or reports it has run out.
     fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = Instant::now() + self.timeout;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
+            timer.as_mut().reset(deadline);
             self.armed = true;
         }
-        match self.timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("the client took no bytes for {:?}", self.timeout),

@@ -26,6 +26,20 @@ pub(crate) fn encode(
     quality: u8,
     icc: Option<&[u8]>,
 ) -> Result<Vec<u8>, TransformError> {
+    let mut bytes = encode_any(image, format, quality, icc)?;
+    // Encoders grow their output as they go (JPEG from a guess, PNG and GIF by doubling), so it ends with spare
+    // capacity, up to as much again. The cache weighs entries by length and keeps them for hours: give the spare
+    // back now (a shrinking realloc, usually in place) so what is held is what is counted.
+    bytes.shrink_to_fit();
+    Ok(bytes)
+}
+
+fn encode_any(
+    image: &Bitmap,
+    format: OutputFormat,
+    quality: u8,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, TransformError> {
     match format {
         OutputFormat::Jpeg => jpeg(image, quality, icc),
         OutputFormat::Png => png(image, icc),
@@ -107,4 +121,19 @@ fn webp(image: &Bitmap, quality: u8) -> Result<Vec<u8>, TransformError> {
     };
     let memory = encoder.encode_simple(false, f32::from(quality)).map_err(|e| failed(format!("{e:?}")))?;
     Ok(memory.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_hold_no_spare_capacity() {
+        let data: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let image = Bitmap::new(64, 48, 3, data).expect("bitmap");
+        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Gif, OutputFormat::Webp] {
+            let bytes = encode(&image, format, 80, None).expect("encodes");
+            assert_eq!(bytes.capacity(), bytes.len(), "{format:?}");
+        }
+    }
 }
