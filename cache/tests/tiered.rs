@@ -188,3 +188,31 @@ async fn memory_hits_keep_an_entry_on_disk_past_one_off_entries() {
     assert!(disk.path_of(&key(0)).exists(), "the entry memory served was evicted from disk");
     assert!(!disk.path_of(&key(1)).exists());
 }
+
+#[tokio::test]
+async fn answers_from_disk_before_the_index_is_built_and_is_ready_after() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = cache_at(dir.path());
+        cache.store(key(1), image(100)).await;
+        cache.flush().await;
+    }
+    let disk = DiskTier::open_unindexed(dir.path(), 1 << 20).unwrap();
+    let cache = TieredCache::with_timeout(MemoryTier::new(1 << 20), Some(disk), std::time::Duration::from_secs(2));
+    assert!(!cache.is_ready());
+    assert!(matches!(cache.lookup(&key(1), 1).await, Lookup::Fresh(_, Tier::Disk)));
+    cache.disk().unwrap().build_index().unwrap();
+    assert!(cache.is_ready());
+    assert_eq!(cache.disk().unwrap().entry_count(), 1);
+}
+
+#[tokio::test]
+async fn nothing_is_written_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    cache.close();
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    assert!(!cache.disk().unwrap().path_of(&key(1)).exists());
+    assert!(matches!(cache.lookup(&key(1), 1).await, Lookup::Fresh(_, Tier::Memory)));
+}
