@@ -325,3 +325,66 @@ async fn shutdown_waits_for_running_fills_then_flushes_within_the_timeout() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(entry_files(&dir).len(), 1);
 }
+
+/// Writes `count` small entries in the real on-disk format (header + body, no fsync: this is set-up, not the
+/// code under test) under `dir`, on two threads.
+fn generate_entries(dir: &Path, count: u32) {
+    let threads: Vec<_> = (0..2u32)
+        .map(|half| {
+            let dir = dir.to_path_buf();
+            std::thread::spawn(move || {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                for i in (half..count).step_by(2) {
+                    let key = mirage_cache::CacheKey::from_parts(&[b"start-up bench", &i.to_le_bytes()]);
+                    let entry = mirage_cache::Entry::image("image/png", Bytes::from(vec![7u8; 100]), now, now + 86_400);
+                    let mut bytes = mirage_cache::meta::encode_header(&key, entry.meta());
+                    bytes.extend_from_slice(entry.body());
+                    let path = dir.join(key.shard_path());
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(path, bytes).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+/// The start-up measurement of BENCHMARKS.md: `MIRAGE_BENCH_ENTRIES` (default 1,000,000) entries in the cache
+/// directory, then the time from starting the server to its first answer, to a `HIT-DISK`, and to `/readyz` 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes a million files (about 4.5 GB of blocks); run by hand for BENCHMARKS.md"]
+async fn start_up_with_a_million_entries() {
+    let count: u32 = std::env::var("MIRAGE_BENCH_ENTRIES").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let upstream = Upstream::start().await;
+    upstream.route("/img.jpg", Route::image(photo()));
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let started = Instant::now();
+    let generating = dir.clone();
+    tokio::task::spawn_blocking(move || generate_entries(&generating, count)).await.unwrap();
+    eprintln!("generated {count} entries in {:?}", started.elapsed());
+    // One real entry, for a HIT-DISK before the index exists.
+    let proxy = Proxy::local(&dir, &["--disk-cache-size", "8GiB"]).await;
+    get(&client(), &proxy.url(&upstream.url("/img.jpg"))).await;
+    proxy.stop().await;
+
+    let http = client();
+    let started = Instant::now();
+    let proxy = Proxy::local(&dir, &["--disk-cache-size", "8GiB"]).await;
+    assert_eq!(get(&http, &proxy.path("/healthz")).await.status, 200);
+    let first_answer = started.elapsed();
+    assert_eq!(get(&http, &proxy.url(&upstream.url("/img.jpg"))).await.x_cache(), "HIT-DISK");
+    let first_hit = started.elapsed();
+    let readyz_before = get(&http, &proxy.path("/readyz")).await.status;
+    while get(&http, &proxy.path("/readyz")).await.status != 200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = started.elapsed();
+    eprintln!(
+        "{count} entries: first answer {first_answer:?}, first HIT-DISK {first_hit:?}, readyz at first {readyz_before}, \
+         readyz 200 after {ready:?}"
+    );
+    proxy.stop().await;
+}
