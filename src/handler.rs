@@ -50,6 +50,11 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     if method != Method::GET && !head_only {
         return Err(Error::MethodNotAllowed);
     }
+    // Readiness (liveness is /healthz): 503 until the disk cache's index is built. Requests are answered before
+    // that, so a load balancer may route here early; this tells one that waits for full speed.
+    if request.uri().path() == "/readyz" {
+        return Ok((readiness(pipeline.cache().is_ready(), head_only), Outcome::default()));
+    }
     // Everything after the first `?`, raw: the target's own query belongs to it.
     let query = request.uri().query().unwrap_or_default();
     let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
@@ -64,4 +69,14 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     let served = pipeline.get(&image_request).await?;
     let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
     Ok((respond::image(&served, head_only, request.headers()), outcome))
+}
+
+/// `GET /readyz`: 200 `ready`, or 503 `starting` (no-store, like `/healthz`).
+fn readiness(ready: bool, head_only: bool) -> Response<Body> {
+    if ready {
+        return respond::text("ready\n", head_only);
+    }
+    let mut response = respond::text("starting: building the disk cache index\n", head_only);
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mirage_cache::{
-    CacheKey, Coalescer, DiskTier, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
+    CacheKey, Coalescer, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
 };
 use tokio::sync::Semaphore;
 
@@ -140,26 +140,11 @@ impl Pipeline {
     /// the service runs memory-only rather than not at all.
     pub async fn new(config: &PipelineConfig) -> Result<Pipeline, String> {
         let memory = MemoryTier::new(config.cache.memory_bytes);
-        let disk = match config.cache.disk.clone() {
-            None => None,
-            Some((root, capacity)) => {
-                let opened =
-                    tokio::task::spawn_blocking(move || DiskTier::open(&root, capacity).map_err(|e| (root, e)))
-                        .await
-                        .map_err(|e| format!("opening the disk cache panicked: {e}"))?;
-                match opened {
-                    Ok(disk) => Some(disk),
-                    Err((root, error)) => {
-                        tracing::warn!(dir = %root.display(), %error, "disk cache unavailable; running memory-only");
-                        None
-                    }
-                }
-            }
-        };
+        let cache = TieredCache::open(memory, config.cache.disk_options()).await;
         let fetcher = Fetcher::new(config.fetch.clone()).map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Pipeline {
             inner: Arc::new(Inner {
-                cache: TieredCache::new(memory, disk),
+                cache,
                 fills: Coalescer::new(),
                 fetcher,
                 freshness: config.freshness.clone(),
@@ -188,8 +173,9 @@ impl Pipeline {
         &self.inner.signing
     }
 
-    /// Waits for queued disk writes (at shutdown).
+    /// Waits for running fills (they store what they fetched), then for queued disk writes (at shutdown).
     pub async fn flush(&self) {
+        self.inner.fills.idle().await;
         self.inner.cache.flush().await;
     }
 

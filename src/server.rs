@@ -24,7 +24,8 @@ use crate::pipeline::Pipeline;
 use send_timeout::SendTimeout;
 
 /// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (at most `config.shutdown_timeout`), waits for queued cache writes and returns.
+/// requests finish (at most `config.shutdown_timeout`), waits for running fills and queued cache writes (at most
+/// `config.shutdown_timeout` again) and returns.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     let pipeline = Pipeline::new(&config.pipeline).await?;
     serve_with(listener, pipeline, &config, shutdown).await;
@@ -107,6 +108,11 @@ pub async fn serve_with(
     if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown timeout passed with requests still in flight");
     }
-    pipeline.flush().await;
+    // Fills whose clients hung up still run; they store what they fetched, then the queued disk writes land,
+    // all within a second --shutdown-timeout. Past it, the disk is closed: nothing is written after this point.
+    if tokio::time::timeout(config.shutdown_timeout, pipeline.flush()).await.is_err() {
+        tracing::warn!("shutdown timeout passed with cache fills or disk writes unfinished; not waiting for them");
+    }
+    pipeline.cache().close();
     tracing::info!("stopped");
 }

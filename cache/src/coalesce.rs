@@ -143,6 +143,14 @@ where
         shared.await
     }
 
+    /// Resolves once no fill is running (shutdown: fills whose clients hung up still store what they fetched,
+    /// and must do so before the final flush). Polls: it runs once per process.
+    pub async fn idle(&self) {
+        while !lock(&self.slots).inflight.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[cfg(test)]
     fn in_flight(&self) -> usize {
         lock(&self.slots).inflight.len()

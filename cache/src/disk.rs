@@ -16,15 +16,16 @@
 //! counts files already gone), or let the directory overrun (one that misses new files). So an index over budget
 //! never evicts directly: it first re-scans the directory (`reconcile`), which measures what is really there
 //! from every process, and evicts only if that measurement is over budget, and then down to a low-water mark
-//! (95 %), so that the next re-scan is 5 % of the budget of writes away. One re-scan runs at a time; a writer
-//! that finds the index over budget meanwhile waits for it and checks again (writes are few at once: the tiered
-//! front bounds them), so writers cannot outrun eviction.
+//! (95 %), so that the next re-scan is 5 % of the budget of writes away. One re-scan runs at a time (with a
+//! million entries it takes seconds); writers meanwhile go on, and the directory may overrun its budget by up to
+//! 5 % more; a writer that finds it further over waits for the re-scan and checks again, so writers cannot
+//! outrun eviction.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -189,7 +190,16 @@ impl DiskTier {
         if !self.is_indexed() {
             return;
         }
-        let _one_at_a_time = self.reconciling.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = match self.reconciling.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                if !self.far_over_budget() {
+                    return;
+                }
+                self.reconciling.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        };
         if !self.over_budget() {
             return;
         }
@@ -201,6 +211,13 @@ impl DiskTier {
     fn over_budget(&self) -> bool {
         let index = self.lock();
         index.total_bytes() > index.capacity()
+    }
+
+    /// Over budget by more than the low-water margin: too far to keep writing without waiting for eviction.
+    fn far_over_budget(&self) -> bool {
+        let index = self.lock();
+        let capacity = index.capacity();
+        index.total_bytes() > capacity.saturating_add(capacity / 100 * (100 - LOW_WATER_PERCENT))
     }
 
     fn lock(&self) -> MutexGuard<'_, LruIndex> {

@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod disk;
 pub mod evict;
+pub mod health;
 pub mod key;
 pub mod memory;
 pub mod meta;
@@ -17,4 +18,4 @@ pub use disk::{DiskError, DiskTier};
 pub use key::CacheKey;
 pub use memory::MemoryTier;
 pub use meta::{Entry, EntryKind, EntryMeta, FreshnessInputs, Validators};
-pub use tiered::{Lookup, Tier, TieredCache};
+pub use tiered::{DiskOptions, Lookup, Tier, TieredCache};

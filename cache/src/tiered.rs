@@ -1,9 +1,11 @@
 //! The tiered front: memory, then disk; stores to both.
 //!
 //! Storage failures never surface as errors: a broken disk makes the service slower
-//! (memory-only), not down.
+//! (memory-only), not down; so does a hung one: every disk operation is bounded by a timeout
+//! (see `health`).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -12,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::disk::{DiskError, DiskTier};
+use crate::health::DiskHealth;
 use crate::key::CacheKey;
 use crate::memory::MemoryTier;
 use crate::meta::{Entry, EntryKind};
@@ -25,6 +28,26 @@ const MAX_PENDING_WRITES: usize = 32;
 const TOUCH_QUEUE: usize = 4096;
 /// How often queued touches reach the disk (also before every eviction decision and at `flush`).
 const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Disk reads in flight at most; past it a lookup skips the disk (a miss) instead of queueing behind it.
+const MAX_PENDING_READS: usize = 64;
+/// Opening the cache directory may take longer than one operation (creating it, clearing crash leftovers).
+const MIN_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The timeout of caches built with `new`, which are given an opened tier.
+const DEFAULT_DISK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to open the disk tier.
+#[derive(Clone, Debug)]
+pub struct DiskOptions {
+    /// The cache directory.
+    pub root: PathBuf,
+    /// Its byte budget.
+    pub capacity: u64,
+    /// Record the budget in the directory (the server does; `warm` only reads it).
+    pub record_budget: bool,
+    /// Bound on each disk operation.
+    pub timeout: Duration,
+}
 
 /// Which tier answered a lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +73,12 @@ struct Inner {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
     write_permits: Arc<Semaphore>,
+    read_permits: Arc<Semaphore>,
+    /// Bound on each disk operation.
+    timeout: Duration,
+    health: Arc<DiskHealth>,
+    /// Set by `close`: from then on nothing is written to disk.
+    closed: AtomicBool,
     /// Set on the first disk failure, cleared by the next successful write; logs only on
     /// transitions so a full or read-only disk does not flood the log.
     disk_degraded: AtomicBool,
@@ -113,6 +142,55 @@ impl TieredCache {
     /// With a disk tier, spawns the task that applies memory hits to the disk's recency every few seconds
     /// (when a Tokio runtime is running; otherwise they are applied at writes and `flush`).
     pub fn new(memory: MemoryTier, disk: Option<DiskTier>) -> TieredCache {
+        TieredCache::with_timeout(memory, disk, DEFAULT_DISK_TIMEOUT)
+    }
+
+    /// Opens the disk tier as `options` say, without scanning it: the cache answers at once (a disk read
+    /// needs no index, the entry's checksum vouches for it) while the index is built in the background
+    /// (`is_ready` tells when). A directory that cannot be opened, or not in time, is logged and left out:
+    /// the service runs memory-only rather than not at all.
+    pub async fn open(memory: MemoryTier, options: Option<DiskOptions>) -> TieredCache {
+        let Some(options) = options else {
+            return TieredCache::new(memory, None);
+        };
+        let timeout = options.timeout;
+        let root = options.root.clone();
+        let opening = tokio::task::spawn_blocking(move || {
+            let disk = DiskTier::open_unindexed(&options.root, options.capacity)?;
+            if options.record_budget
+                && let Err(error) = crate::budget::record(&options.root, options.capacity)
+            {
+                tracing::warn!(dir = %options.root.display(), %error, "cannot record the disk budget");
+            }
+            Ok::<_, DiskError>(disk)
+        });
+        let disk = match tokio::time::timeout(timeout.max(MIN_OPEN_TIMEOUT), opening).await {
+            Ok(Ok(Ok(disk))) => Some(disk),
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(dir = %root.display(), %error, "disk cache unavailable; running memory-only");
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(dir = %root.display(), %error, "opening the disk cache panicked; running memory-only");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(dir = %root.display(), "disk cache did not open in time; running memory-only");
+                None
+            }
+        };
+        let cache = TieredCache::with_timeout(memory, disk, timeout);
+        if let Some(disk) = cache.inner.disk.clone() {
+            // Minutes with millions of entries: off the start-up path, on a blocking thread.
+            tokio::task::spawn_blocking(move || {
+                let _ = disk.build_index();
+            });
+        }
+        cache
+    }
+
+    /// `new` with a bound on each disk operation.
+    pub fn with_timeout(memory: MemoryTier, disk: Option<DiskTier>, timeout: Duration) -> TieredCache {
         let (touches, pending) = match disk {
             Some(_) => {
                 let (sender, receiver) = sync_channel(TOUCH_QUEUE);
@@ -125,6 +203,10 @@ impl TieredCache {
                 memory,
                 disk: disk.map(Arc::new),
                 write_permits: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
+                read_permits: Arc::new(Semaphore::new(MAX_PENDING_READS)),
+                timeout,
+                health: Arc::new(DiskHealth::default()),
+                closed: AtomicBool::new(false),
                 disk_degraded: AtomicBool::new(false),
                 touches,
                 pending_touches: Mutex::new(pending),
@@ -153,6 +235,41 @@ impl TieredCache {
         self.inner.disk_degraded.load(Ordering::Relaxed)
     }
 
+    /// The disk tier's timeout counts and bypass state.
+    pub fn disk_health(&self) -> &DiskHealth {
+        &self.inner.health
+    }
+
+    /// Ready to serve at full speed: the disk index is built, or there is no disk tier, or it is bypassed
+    /// (memory-only is as ready as this process will get until the disk answers again).
+    pub fn is_ready(&self) -> bool {
+        self.inner.disk.as_deref().is_none_or(DiskTier::is_indexed) || self.inner.health.bypassed()
+    }
+
+    /// The disk tier when it may be used now: present and not bypassed. While it is bypassed, starts a probe
+    /// when one is due.
+    fn usable_disk(&self) -> Option<Arc<DiskTier>> {
+        let disk = self.inner.disk.as_ref()?;
+        if !self.inner.health.bypassed() {
+            return Some(Arc::clone(disk));
+        }
+        if self.inner.health.claim_probe() {
+            let (disk, health, timeout) = (Arc::clone(disk), Arc::clone(&self.inner.health), self.inner.timeout);
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                // Awaited to the end, however long: the next probe starts only after this one returned.
+                let answered = tokio::task::spawn_blocking(move || disk.probe()).await;
+                health.probe_done(matches!(answered, Ok(Ok(()))) && started.elapsed() <= timeout);
+            });
+        }
+        None
+    }
+
+    /// Stops writing to disk: stores from now on stay in memory (shutdown, after the final flush began).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
     /// Looks in memory, then on disk (off the reactor); a disk hit is promoted to memory.
     /// Fresh or stale is decided by `entry.is_fresh(now)`.
     pub async fn lookup(&self, key: &CacheKey, now: u64) -> Lookup {
@@ -168,11 +285,25 @@ impl TieredCache {
             }
             return classify(entry, Tier::Memory);
         }
-        let Some(disk) = self.inner.disk.clone() else {
+        let Some(disk) = self.usable_disk() else {
+            return Lookup::Miss;
+        };
+        // Past MAX_PENDING_READS (a slow disk), skip it rather than queue: the permit moves into the blocking
+        // read, so a hung read keeps holding it and the number of threads a hung disk can pin stays bounded.
+        let Ok(permit) = Arc::clone(&self.inner.read_permits).try_acquire_owned() else {
             return Lookup::Miss;
         };
         let k = *key;
-        match tokio::task::spawn_blocking(move || disk.read(&k)).await {
+        let reading = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            disk.read(&k)
+        });
+        let Ok(read) = tokio::time::timeout(self.inner.timeout, reading).await else {
+            self.inner.health.timed_out("read", self.inner.timeout);
+            return Lookup::Miss;
+        };
+        self.inner.health.answered();
+        match read {
             Ok(Ok(Some(entry))) => {
                 self.inner.memory.insert(*key, entry.clone()).await;
                 classify(entry, Tier::Disk)
@@ -195,15 +326,24 @@ impl TieredCache {
     /// copy, so an image deleted upstream is not resurrected from disk later.
     pub async fn store(&self, key: CacheKey, entry: Entry) {
         self.inner.memory.insert(key, entry.clone()).await;
-        if self.inner.disk.is_none() {
+        if self.inner.disk.is_none() || self.inner.closed.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(permit) = Arc::clone(&self.inner.write_permits).acquire_owned().await else {
-            return; // The semaphore is never closed.
+        if self.usable_disk().is_none() {
+            self.inner.health.dropped_write("disk bypassed");
+            return;
+        }
+        let timeout = self.inner.timeout;
+        let permit = Arc::clone(&self.inner.write_permits).acquire_owned();
+        let Ok(Ok(permit)) = tokio::time::timeout(timeout, permit).await else {
+            // Every write slot has been busy for a whole timeout: the disk is not keeping up.
+            self.inner.health.timed_out("write slot", timeout);
+            self.inner.health.dropped_write("no write slot within --disk-timeout");
+            return;
         };
         let inner = Arc::clone(&self.inner);
         // The permit moves into the blocking task, so it counts until the I/O is done.
-        tokio::task::spawn_blocking(move || {
+        let writing = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let Some(disk) = inner.disk.as_deref() else {
                 return;
@@ -216,6 +356,13 @@ impl TieredCache {
                     Err(e @ DiskError::Io { .. }) => inner.disk_failed("write", &e),
                 },
                 EntryKind::NotFound | EntryKind::Refused => disk.remove(&key),
+            }
+        });
+        // Not awaited by the caller: a watcher counts a write that overruns the timeout towards the bypass.
+        let health = Arc::clone(&self.inner.health);
+        tokio::spawn(async move {
+            if tokio::time::timeout(timeout, writing).await.is_err() {
+                health.timed_out("write", timeout);
             }
         });
     }

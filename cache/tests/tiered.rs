@@ -188,3 +188,50 @@ async fn memory_hits_keep_an_entry_on_disk_past_one_off_entries() {
     assert!(disk.path_of(&key(0)).exists(), "the entry memory served was evicted from disk");
     assert!(!disk.path_of(&key(1)).exists());
 }
+
+#[tokio::test]
+async fn answers_from_disk_before_the_index_is_built_and_is_ready_after() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = cache_at(dir.path());
+        cache.store(key(1), image(100)).await;
+        cache.flush().await;
+    }
+    let disk = DiskTier::open_unindexed(dir.path(), 1 << 20).unwrap();
+    let cache = TieredCache::with_timeout(MemoryTier::new(1 << 20), Some(disk), std::time::Duration::from_secs(2));
+    assert!(!cache.is_ready());
+    assert!(matches!(cache.lookup(&key(1), 1).await, Lookup::Fresh(_, Tier::Disk)));
+    cache.disk().unwrap().build_index().unwrap();
+    assert!(cache.is_ready());
+    assert_eq!(cache.disk().unwrap().entry_count(), 1);
+}
+
+#[tokio::test]
+async fn nothing_is_written_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    cache.close();
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    assert!(!cache.disk().unwrap().path_of(&key(1)).exists());
+    assert!(matches!(cache.lookup(&key(1), 1).await, Lookup::Fresh(_, Tier::Memory)));
+}
+
+#[tokio::test]
+async fn a_bypassed_disk_is_neither_read_nor_written_and_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    cache.store(key(1), image(100)).await;
+    cache.flush().await;
+    let memory_only = TieredCache::new(MemoryTier::new(1 << 20), Some(DiskTier::open(dir.path(), 1 << 20).unwrap()));
+    for _ in 0..mirage_cache::health::BYPASS_AFTER {
+        memory_only.disk_health().timed_out("read", std::time::Duration::from_secs(2));
+    }
+    assert!(memory_only.disk_health().bypassed());
+    assert!(memory_only.is_ready(), "a bypassed disk does not hold readiness back");
+    assert!(matches!(memory_only.lookup(&key(1), 1).await, Lookup::Miss), "read a bypassed disk");
+    memory_only.store(key(2), image(100)).await;
+    memory_only.flush().await;
+    assert_eq!(memory_only.disk_health().dropped_writes(), 1);
+    assert!(!memory_only.disk().unwrap().path_of(&key(2)).exists());
+}

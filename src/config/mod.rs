@@ -223,9 +223,16 @@ pub struct PipelineArgs {
     #[arg(long, env = "MIRAGE_MEMORY_CACHE_SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub memory_cache_size: u64,
 
-    /// Byte budget of the disk cache tier (least recently used entries are evicted), e.g. 4GiB.
-    #[arg(long, env = "MIRAGE_DISK_CACHE_SIZE", default_value = "4GiB", value_parser = parse_size)]
-    pub disk_cache_size: u64,
+    /// Byte budget of the disk cache tier, as the file system counts it (blocks and directories), e.g. 4GiB.
+    /// `serve` records it in the cache directory; without the flag the recorded budget is used, and `warm`
+    /// refuses one that differs from it [default: the recorded budget, else 4GiB].
+    #[arg(long, env = "MIRAGE_DISK_CACHE_SIZE", value_parser = parse_size)]
+    pub disk_cache_size: Option<u64>,
+
+    /// Longest a disk cache read or write may take: past it a read is a miss and a write is dropped; after
+    /// repeated timeouts the disk tier is bypassed until a probe succeeds.
+    #[arg(long, env = "MIRAGE_DISK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub disk_timeout: Duration,
 
     /// Timeout for connecting to an upstream host.
     #[arg(long, env = "MIRAGE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -322,6 +329,9 @@ pub struct PipelineArgs {
     pub max_inflight_fetches: usize,
 }
 
+/// The disk budget when neither a flag nor the cache directory gives one.
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 4 << 30;
+
 /// Where and how much to cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -329,6 +339,50 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// Disk tier directory and byte budget; `None` runs memory-only.
     pub disk: Option<(PathBuf, u64)>,
+    /// Whether this process records its budget in the cache directory (`serve` does; `warm` uses it).
+    pub record_budget: bool,
+    /// Bound on each disk operation.
+    pub disk_timeout: Duration,
+}
+
+impl CacheConfig {
+    /// What the cache crate needs to open the disk tier, if there is one.
+    pub fn disk_options(&self) -> Option<mirage_cache::DiskOptions> {
+        self.disk.as_ref().map(|(root, capacity)| mirage_cache::DiskOptions {
+            root: root.clone(),
+            capacity: *capacity,
+            record_budget: self.record_budget,
+            timeout: self.disk_timeout,
+        })
+    }
+}
+
+/// Who opens a cache directory: the server owns its budget (records it), other commands are guests (use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheRole {
+    /// `serve`.
+    Owner,
+    /// `warm`.
+    Guest,
+}
+
+/// The disk budget for `dir`: the flag, else the one recorded there, else the default. A guest given a budget
+/// that differs from the recorded one is refused: two budgets on one directory make each process evict the
+/// other's entries down to its own.
+fn resolve_disk_budget(dir: &std::path::Path, flag: Option<u64>, role: CacheRole) -> Result<u64, String> {
+    let recorded = mirage_cache::budget::recorded(dir);
+    match (flag, recorded) {
+        (Some(given), Some(recorded)) if given != recorded && role == CacheRole::Guest => Err(format!(
+            "--disk-cache-size {} differs from the budget {} that `mirage serve` recorded in {}; leave the flag out \
+             to use the recorded budget (to change it, restart `serve` with the new size)",
+            units::format_size(given),
+            units::format_size(recorded),
+            dir.join(mirage_cache::budget::BUDGET_FILE).display(),
+        )),
+        (Some(given), _) => Ok(given),
+        (None, Some(recorded)) => Ok(recorded),
+        (None, None) => Ok(DEFAULT_DISK_CACHE_SIZE),
+    }
 }
 
 /// Image transformation: limits and the bounded worker pool.
@@ -403,7 +457,7 @@ impl ServeArgs {
         if self.require_signature && self.signing_keys.is_empty() {
             return Err("--require-signature needs at least one --signing-key".into());
         }
-        let mut pipeline = self.pipeline.into_config()?;
+        let mut pipeline = self.pipeline.into_config_as(CacheRole::Owner)?;
         pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
         Ok(Config {
             pipeline,
@@ -418,8 +472,13 @@ impl ServeArgs {
 }
 
 impl PipelineArgs {
-    /// Checks the flags together and builds the `PipelineConfig`.
+    /// Checks the flags together and builds the `PipelineConfig` for a guest of the cache directory (`warm`).
     pub fn into_config(self) -> Result<PipelineConfig, String> {
+        self.into_config_as(CacheRole::Guest)
+    }
+
+    /// Checks the flags together and builds the `PipelineConfig` for `role`.
+    pub fn into_config_as(self, role: CacheRole) -> Result<PipelineConfig, String> {
         if self.min_ttl > self.max_ttl {
             return Err(format!("--min-ttl ({:?}) is longer than --max-ttl ({:?})", self.min_ttl, self.max_ttl));
         }
@@ -443,10 +502,19 @@ impl PipelineArgs {
                 Some(dir) => dir,
                 None => default_cache_dir().ok_or("no cache directory: set --cache-dir, $XDG_CACHE_HOME or $HOME")?,
             };
-            Some((dir, self.disk_cache_size))
+            let budget = resolve_disk_budget(&dir, self.disk_cache_size, role)?;
+            Some((dir, budget))
         };
+        if self.disk_timeout.is_zero() {
+            return Err("--disk-timeout must be longer than zero".into());
+        }
         Ok(PipelineConfig {
-            cache: CacheConfig { memory_bytes: self.memory_cache_size, disk },
+            cache: CacheConfig {
+                memory_bytes: self.memory_cache_size,
+                disk,
+                record_budget: role == CacheRole::Owner,
+                disk_timeout: self.disk_timeout,
+            },
             fetch: FetchConfig {
                 user_agent: self.user_agent,
                 connect_timeout: self.connect_timeout,

@@ -29,6 +29,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Writes a byte size the way `parse_size` reads it: the largest binary unit that divides it (`8MiB`), else bytes.
+pub fn format_size(bytes: u64) -> String {
+    let units = [(1u64 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match units.iter().find(|(unit, _)| bytes >= *unit && bytes % unit == 0) {
+        Some((unit, name)) => format!("{}{name}", bytes / unit),
+        None => format!("{bytes}B"),
+    }
+}
+
 /// Parses a duration: a plain number of seconds, or a number with a unit `ms`, `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -49,6 +58,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_written_as_they_are_read() {
+        assert_eq!(format_size(8 << 20), "8MiB");
+        assert_eq!(format_size(1536), "1536B");
+        assert_eq!(format_size(3 << 10), "3KiB");
+        assert_eq!(parse_size(&format_size(5 << 30)), Ok(5 << 30));
+    }
 
     #[test]
     fn sizes() {
