@@ -215,7 +215,8 @@ impl Pipeline {
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
-        if let Some(served) = stale.as_ref().and_then(|entry| self.variant_stale_at_once(key, request, variant, entry))
+        if let Some(entry) = &stale
+            && let Some(served) = self.variant_stale_at_once(key, request, variant, entry).await
         {
             return Ok(served);
         }
