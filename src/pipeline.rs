@@ -2,7 +2,9 @@
 //! both call it.
 //!
 //! A transformed variant is derived from the cached original: the original is fetched once (and revalidated
-//! on its own schedule), and every variant of it is made from that copy without contacting upstream again.
+//! on its own schedule), and every variant of it is made from that copy without contacting upstream again. A
+//! variant expires with its original and carries its freshness inputs; once expired it is renewed, not made
+//! again, when the original's bytes are unchanged.
 //!
 //! Failing upstreams are handled in submodules: `refusal` remembers refusals for `--negative-ttl`, `stale` answers
 //! expired entries at once while upstream fails (with `crate::upstream_health` keeping the breaker and the retry
@@ -418,7 +420,7 @@ impl Pipeline {
                 };
             }
         };
-        if served.cacheable {
+        if served.cacheable && reusable(&served.entry) {
             self.inner.cache.store(key, served.entry.clone()).await;
         }
         Ok(served)
@@ -430,7 +432,10 @@ impl Pipeline {
         if let Some(vary) = upstream.headers.vary.as_deref() {
             // Upstream negotiated. We send the same request headers on every fetch (never a client's), so this
             // representation is the one every later fetch would get: it is kept for everyone, keyed without Vary.
-            tracing::debug!(url = %upstream.final_url, vary, format = format.media_type(), "upstream answer varies");
+            let url = &upstream.final_url;
+            // Host and path only: a target's query may carry credentials.
+            let (host, path) = (url.host_str().unwrap_or_default(), url.path());
+            tracing::debug!(host, path, vary, format = format.media_type(), "upstream answer varies");
         }
         let content_type = format.response_content_type(upstream.headers.content_type.as_deref());
         let freshness = self.inner.freshness.lifetime(&upstream.headers, now);
@@ -451,6 +456,14 @@ impl Pipeline {
             Freshness::Private => Served::uncacheable(entry, CacheStatus::Miss, true, stored_at),
         })
     }
+}
+
+/// Whether a stored copy could ever answer again. One that must be revalidated before every reuse (`no-cache`,
+/// `max-age=0`) but has no validator could only be refetched whole: storing it would cost a write per request for
+/// nothing.
+fn reusable(entry: &Entry) -> bool {
+    let meta = entry.meta();
+    !meta.freshness.no_cache || meta.etag.is_some() || meta.last_modified.is_some()
 }
 
 /// A cached negative entry answers 404 (or the remembered refusal) until it expires; an image answers itself. `now` is when it was looked up.

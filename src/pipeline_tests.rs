@@ -36,6 +36,11 @@ enum Answer {
     Image,
     /// 304 to a request carrying the image's ETag, else as `Image`.
     ImageOrNotModified,
+    /// 200, the GIF with this `Cache-Control` and the ETag; a bare 304 (the ETag alone, as S3 sends it) to a
+    /// request carrying the ETag.
+    With(&'static str),
+    /// 200, the GIF with this `Cache-Control` and no validator at all.
+    Unvalidated(&'static str),
     /// This status with an empty body.
     Status(u16),
 }
@@ -114,6 +119,16 @@ fn reply(answer: Answer, etag_matches: bool) -> Response<Full<Bytes>> {
         Answer::Image | Answer::ImageOrNotModified => builder
             .header(header::CONTENT_TYPE, "image/gif")
             .header(header::ETAG, ETAG)
+            .header(header::CACHE_CONTROL, cache_control)
+            .body(Full::new(Bytes::from_static(GIF))),
+        Answer::With(_) if etag_matches => builder.status(304).header(header::ETAG, ETAG).body(Full::new(Bytes::new())),
+        Answer::With(cache_control) => builder
+            .header(header::CONTENT_TYPE, "image/gif")
+            .header(header::ETAG, ETAG)
+            .header(header::CACHE_CONTROL, cache_control)
+            .body(Full::new(Bytes::from_static(GIF))),
+        Answer::Unvalidated(cache_control) => builder
+            .header(header::CONTENT_TYPE, "image/gif")
             .header(header::CACHE_CONTROL, cache_control)
             .body(Full::new(Bytes::from_static(GIF))),
         Answer::Status(status) => builder.status(status).body(Full::new(Bytes::new())),
@@ -288,4 +303,90 @@ async fn stale_if_error_answers_within_its_window_only() {
     origin.set(Answer::Image);
     assert_eq!(status(&pipeline, &request).await, CacheStatus::Miss);
     assert_eq!(origin.requests(), 5);
+}
+
+#[tokio::test]
+async fn a_bare_304_keeps_the_lifetime_upstream_gave() {
+    let origin = Origin::start(Answer::With("max-age=600")).await;
+    let (pipeline, clock) = pipeline().await;
+    let request = origin.request();
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::Miss);
+
+    clock.advance(secs(MAX_AGE));
+    let served = pipeline.get(&request).await.unwrap();
+    assert_eq!((served.cache_status, origin.conditional_requests()), (CacheStatus::Revalidated, 1));
+    // Not the default lifetime (7 days, `immutable`): upstream's 600 s, kept from the stored entry.
+    assert_eq!(cache_control(&served), format!("public, max-age={MAX_AGE}"));
+    assert_eq!(served.entry.meta().freshness.max_age, Some(MAX_AGE));
+
+    clock.advance(secs(MAX_AGE - 1));
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::HitMemory);
+    clock.advance(secs(1));
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::Revalidated);
+    assert_eq!((origin.requests(), origin.conditional_requests()), (3, 2));
+}
+
+#[tokio::test]
+async fn no_cache_is_revalidated_before_every_reuse_and_never_stale() {
+    let origin = Origin::start(Answer::With("no-cache")).await;
+    let (pipeline, _clock) = pipeline().await;
+    let request = origin.request();
+    let served = pipeline.get(&request).await.unwrap();
+    assert_eq!(served.cache_status, CacheStatus::Miss);
+    assert_eq!(cache_control(&served), "public, no-cache");
+    // No time passes, and still every reuse asks upstream first (the 10 s --min-ttl does not lift it).
+    for round in 1..=3 {
+        let served = pipeline.get(&request).await.unwrap();
+        assert_eq!(served.cache_status, CacheStatus::Revalidated, "round {round}");
+        assert_eq!(served.entry.body().as_ref(), GIF);
+        assert_eq!((origin.requests(), origin.conditional_requests()), (round + 1, round));
+    }
+    origin.set(Answer::Status(503));
+    match pipeline.get(&request).await {
+        Err(Error::Fetch(FetchError::UpstreamStatus(503))) => {}
+        other => panic!("a no-cache entry answered while upstream failed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn must_revalidate_forbids_stale_if_error() {
+    let origin = Origin::start(Answer::With("max-age=600, must-revalidate")).await;
+    let (pipeline, clock) = pipeline().await;
+    let request = origin.request();
+    let served = pipeline.get(&request).await.unwrap();
+    assert_eq!(cache_control(&served), "public, max-age=600, must-revalidate");
+
+    origin.set(Answer::Status(500));
+    clock.advance(secs(MAX_AGE));
+    match pipeline.get(&request).await {
+        Err(Error::Fetch(FetchError::UpstreamStatus(500))) => {}
+        other => panic!("a must-revalidate entry answered stale: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn private_is_answered_but_never_stored() {
+    let origin = Origin::start(Answer::With("private, max-age=600")).await;
+    let (pipeline, _clock) = pipeline().await;
+    let request = origin.request();
+    for round in 1..=2 {
+        let served = pipeline.get(&request).await.unwrap();
+        assert_eq!((served.cache_status, served.private, served.cacheable), (CacheStatus::Miss, true, false));
+        assert_eq!(cache_control(&served), "private, no-store");
+        assert_eq!(origin.requests(), round);
+    }
+}
+
+#[tokio::test]
+async fn no_cache_without_a_validator_is_not_stored() {
+    let origin = Origin::start(Answer::Unvalidated("no-cache")).await;
+    let (pipeline, clock) = pipeline().await;
+    let request = origin.request();
+    for round in 1..=2 {
+        let served = pipeline.get(&request).await.unwrap();
+        assert_eq!((served.cache_status, origin.requests()), (CacheStatus::Miss, round));
+        assert_eq!(cache_control(&served), "public, no-cache");
+    }
+    let key = request.source_key();
+    assert!(matches!(pipeline.cache().lookup(&key, clock.clock().unix_now()).await, Lookup::Miss));
 }

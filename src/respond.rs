@@ -1,5 +1,6 @@
 //! Writes answers: image responses with cache validators and CORS, 304s, preflights and plain-text errors.
 
+use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -44,7 +45,7 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     put(headers, header::LAST_MODIFIED, &last_modified);
     headers.insert(header::CACHE_CONTROL, cache_control);
     if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.insert(header::AGE, age);
     }
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(served.cache_status.as_str()));
     if served.varies_on_accept {
@@ -60,7 +61,7 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
 /// `Cache-Control` and `Age` for an image answer, on the pipeline's clock (not the wall clock), so tests can move
 /// time. With `Age`, `max-age` is the entry's whole lifetime, not what is left: a downstream cache subtracts `Age`
 /// itself (RFC 9111 4.2.3), so a counting-down `max-age` would be subtracted twice.
-fn cache_headers(served: &Served) -> (HeaderValue, Option<u64>) {
+fn cache_headers(served: &Served) -> (HeaderValue, Option<HeaderValue>) {
     if served.private {
         // A shared cache must not keep it (RFC 9111 3.5); the requesting client is told so as well.
         return (HeaderValue::from_static("private, no-store"), None);
@@ -72,22 +73,29 @@ fn cache_headers(served: &Served) -> (HeaderValue, Option<u64>) {
         // Past its lifetime: a short new allowance, without `Age`, which would mark it expired downstream at once.
         return (HeaderValue::from_static(STALE_CACHE_CONTROL), None);
     }
+    // Both values are written into one buffer and handed out as two slices of it: the hit path pays for one
+    // allocation (plus its shared handle), as it did for `Cache-Control` alone before `Age` was sent.
     let inputs = &served.entry.meta().freshness;
+    let mut text = String::with_capacity(64);
     if inputs.no_cache {
         // Every reuse is revalidated here; downstream caches must do the same (with our ETag).
-        return (HeaderValue::from_static("public, no-cache"), Some(served.age()));
+        text.push_str("public, no-cache");
+    } else {
+        let _ = write!(text, "public, max-age={}", served.lifetime());
+        if inputs.must_revalidate {
+            text.push_str(", must-revalidate");
+        }
+        if freshness::immutable(inputs) {
+            text.push_str(", immutable");
+        }
     }
-    let mut value = format!("public, max-age={}", served.lifetime());
-    if inputs.must_revalidate {
-        value.push_str(", must-revalidate");
-    }
-    if freshness::immutable(inputs) {
-        value.push_str(", immutable");
-    }
-    // Digits and ASCII words only, so always a valid header value; the String's buffer becomes the value uncopied.
-    let value = HeaderValue::from_maybe_shared(Bytes::from(value))
+    let split = text.len();
+    let _ = write!(text, "{}", served.age());
+    let both = Bytes::from(text);
+    // Digits and ASCII words only, so both are always valid header values.
+    let cache_control = HeaderValue::from_maybe_shared(both.slice(..split))
         .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=0"));
-    (value, Some(served.age()))
+    (cache_control, HeaderValue::from_maybe_shared(both.slice(split..)).ok())
 }
 
 /// A one-line plain-text error with the status from the error table.
