@@ -349,10 +349,11 @@ impl Pipeline {
         }
         // A host whose breaker is open is not contacted: its last failure answers at once.
         let host = upstream_health::host_of(request.target.url());
-        let fetched = match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
-            Err(open) => Err(Error::Fetch(open)),
-            Ok(()) => match self.inner.fetch_slots.try_acquire() {
-                Ok(_slot) => {
+        let fetched = match self.inner.fetch_slots.try_acquire() {
+            Err(_) => Err(Error::Overloaded),
+            Ok(_slot) => match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
+                Err(open) => Err(Error::Fetch(open)),
+                Ok(()) => {
                     let validators = stale.as_ref().map(|entry| Validators {
                         etag: entry.meta().etag.clone(),
                         last_modified: entry.meta().last_modified.clone(),
@@ -361,7 +362,6 @@ impl Pipeline {
                     self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
                     fetched.map_err(Error::from)
                 }
-                Err(_) => Err(Error::Overloaded),
             },
         };
         // Upstream answered (an image, a 304 or a refusal): no retry of this key is pending any more.
