@@ -466,7 +466,8 @@ fn reusable(entry: &Entry) -> bool {
     !meta.freshness.no_cache || meta.etag.is_some() || meta.last_modified.is_some()
 }
 
-/// A cached negative entry answers 404 (or the remembered refusal) until it expires; an image answers itself. `now` is when it was looked up.
+/// A cached negative entry answers 404 (or the remembered refusal) until it expires; an image answers itself.
+/// `now` is when it was looked up.
 fn answer_from_cache(entry: Entry, cache_status: CacheStatus, now: u64) -> Result<Served, Error> {
     match entry.meta().kind {
         EntryKind::Image => Ok(Served::new(entry, cache_status, true, now)),
