@@ -149,6 +149,13 @@ pub fn may_serve_stale(inputs: &FreshnessInputs) -> bool {
     !inputs.no_cache && !inputs.must_revalidate
 }
 
+/// Whether an entry that expired at `expires_at` may answer at `now` (Unix seconds) while it is revalidated in the
+/// background: within upstream's `stale-while-revalidate` of its expiry, unless `no-cache` asks for a revalidation
+/// before every reuse.
+pub fn within_stale_while_revalidate(inputs: &FreshnessInputs, expires_at: u64, now: u64) -> bool {
+    !inputs.no_cache && inputs.stale_while_revalidate.is_some_and(|window| now < expires_at.saturating_add(window))
+}
+
 impl FreshnessPolicy {
     /// What to do with a 200 with these headers, received at `now`.
     pub fn lifetime(&self, headers: &UpstreamHeaders, now: SystemTime) -> Freshness {
@@ -209,6 +216,7 @@ fn apply_cache_control(inputs: &mut FreshnessInputs, directives: &CacheControl) 
     inputs.no_cache = directives.no_cache || max_age == Some(0);
     // RFC 9111 5.2.2.10: `s-maxage` also implies `proxy-revalidate`.
     inputs.must_revalidate = directives.must_revalidate || directives.s_maxage.is_some();
+    inputs.stale_while_revalidate = directives.stale_while_revalidate;
 }
 
 fn varies_on_everything(headers: &UpstreamHeaders) -> bool {
@@ -330,6 +338,21 @@ mod tests {
         // Upstream's Date, when sent, wins over our clock.
         let dated = headers(None, Some("Thu, 03 Jan 2030 00:00:00 GMT"), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
         assert_eq!(policy().lifetime(&dated, clock.now()).ttl(), Some(2 * DAY));
+    }
+
+    #[test]
+    fn stale_while_revalidate_is_kept_and_bounded() {
+        let h = headers(Some("max-age=600, stale-while-revalidate=30, stale-while-revalidate=90"), None, None);
+        let inputs = match policy().lifetime(&h, fixed_now()) {
+            Freshness::Fresh(lifetime) => lifetime.inputs,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(inputs.stale_while_revalidate, Some(30));
+        assert!(within_stale_while_revalidate(&inputs, 1_000, 1_029));
+        assert!(!within_stale_while_revalidate(&inputs, 1_000, 1_030));
+        let no_cache = FreshnessInputs { no_cache: true, ..inputs };
+        assert!(!within_stale_while_revalidate(&no_cache, 1_000, 1_001));
+        assert!(!within_stale_while_revalidate(&FreshnessInputs::default(), 1_000, 1_001));
     }
 
     #[test]

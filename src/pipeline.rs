@@ -203,7 +203,8 @@ impl Pipeline {
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
         };
-        if let Some(served) = stale.as_ref().and_then(|entry| self.variant_stale_at_once(key, request, variant, entry))
+        if let Some(entry) = &stale
+            && let Some(served) = self.variant_stale_at_once(key, request, variant, entry).await
         {
             return Ok(served);
         }
@@ -334,10 +335,11 @@ impl Pipeline {
         }
         // A host whose breaker is open is not contacted: its last failure answers at once.
         let host = upstream_health::host_of(request.target.url());
-        let fetched = match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
-            Err(open) => Err(Error::Fetch(open)),
-            Ok(()) => match self.inner.fetch_slots.try_acquire() {
-                Ok(_slot) => {
+        let fetched = match self.inner.fetch_slots.try_acquire() {
+            Err(_) => Err(Error::Overloaded),
+            Ok(_slot) => match self.inner.health.before_fetch(&host, self.inner.clock.now()) {
+                Err(open) => Err(Error::Fetch(open)),
+                Ok(()) => {
                     let validators = stale.as_ref().map(|entry| Validators {
                         etag: entry.meta().etag.clone(),
                         last_modified: entry.meta().last_modified.clone(),
@@ -346,7 +348,6 @@ impl Pipeline {
                     self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
                     fetched.map_err(Error::from)
                 }
-                Err(_) => Err(Error::Overloaded),
             },
         };
         // Upstream answered (an image, a 304 or a refusal): no retry of this key is pending any more.

@@ -266,6 +266,28 @@ async fn a_404_is_remembered_for_the_negative_ttl() {
 }
 
 #[tokio::test]
+async fn a_refusal_is_remembered_for_the_negative_ttl_and_answers_as_the_first() {
+    let origin = Origin::start(Answer::Status(403)).await;
+    let (pipeline, clock) = pipeline().await;
+    let request = origin.request();
+    for _ in 0..3 {
+        match pipeline.get(&request).await {
+            Err(Error::Fetch(FetchError::UpstreamStatus(403))) => {}
+            other => panic!("expected the remembered 403, got {other:?}"),
+        }
+    }
+    assert_eq!(origin.requests(), 1);
+
+    origin.set(Answer::Image);
+    clock.advance(secs(NEGATIVE_TTL - 1));
+    assert!(matches!(pipeline.get(&request).await, Err(Error::Fetch(FetchError::UpstreamStatus(403)))));
+    assert_eq!(origin.requests(), 1);
+    clock.advance(secs(1));
+    assert_eq!(status(&pipeline, &request).await, CacheStatus::Miss);
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
 async fn stale_if_error_answers_within_its_window_only() {
     let origin = Origin::start(Answer::Image).await;
     let (pipeline, clock) = pipeline().await;

@@ -254,3 +254,39 @@ async fn stale_variants_answer_during_an_outage_even_without_their_original() {
     assert!(took < Duration::from_millis(500), "{took:?}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_background() {
+    let upstream = Upstream::start().await;
+    let cache_control = "max-age=1, stale-while-revalidate=60";
+    upstream.route("/s.jpg", Route::image(photo()).header("cache-control", cache_control).header("etag", "\"v1\""));
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks", "--min-ttl", "0s"]).await;
+    let client = client();
+    let url = proxy.url(&upstream.url("/s.jpg"));
+    assert_eq!(get(&client, &url).await.x_cache(), "MISS");
+
+    // A slow upstream: the revalidation takes a second, which no client waits for.
+    let slow = Route::image(photo()).header("cache-control", "max-age=60").header("etag", "\"v1\"");
+    upstream.route("/s.jpg", slow.delay(Duration::from_secs(1)));
+    let_one_second_expire().await;
+    for round in 0..3 {
+        let (reply, took) = timed(&client, &url).await;
+        assert_eq!((reply.status, reply.x_cache()), (200, "STALE"), "round {round}");
+        assert!(reply.body == photo());
+        assert!(took < Duration::from_millis(500), "round {round} waited for the revalidation: {took:?}");
+    }
+    upstream.wait_for_hits("/s.jpg", 2).await;
+    let revalidated = common::wait_until(Duration::from_secs(5), || upstream.not_modified("/s.jpg") == 1).await;
+    assert!(revalidated, "one conditional request revalidates it");
+    let mut reply = get(&client, &url).await;
+    for _ in 0..50 {
+        if reply.x_cache() == "HIT-MEMORY" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reply = get(&client, &url).await;
+    }
+    assert_eq!(reply.x_cache(), "HIT-MEMORY", "the background revalidation refreshed the entry");
+    assert_eq!(upstream.hits("/s.jpg"), 2);
+    proxy.stop().await;
+}

@@ -5,7 +5,7 @@
 //! magic "MIRAGEC\0" | version u16 (=2) | header_len u32 | header | check [8] | body
 //! header = key [32] | kind u8 (0 image, 1 not found, 2 refused) | stored_at u64 | expires_at u64 | body_len u64
 //!        | body_sha256 [32]
-//!        | freshness (version 2 only): flags u8 | max_age u64 | expires_lifetime u64
+//!        | freshness (version 2 only): flags u8 | max_age u64 | expires_lifetime u64 | stale_while_revalidate u64
 //!        | content_type (u16 len + UTF-8) | etag (u8 flag [+ u16 len + UTF-8]) | last_modified (same)
 //! check  = first 8 bytes of sha256(magic .. end of header)
 //! ```
@@ -33,8 +33,8 @@ const PREAMBLE_LEN: usize = 8 + 2 + 4;
 const CHECK_LEN: usize = 8;
 /// Fixed part of a version 1 header: key, kind, three u64s, body digest.
 const FIXED_HEADER_LEN_V1: usize = 32 + 1 + 8 * 3 + 32;
-/// The freshness block of version 2: flags and two u64s.
-const FRESHNESS_LEN: usize = 1 + 8 * 2;
+/// The freshness block of version 2: flags and three u64s.
+const FRESHNESS_LEN: usize = 1 + 8 * 3;
 /// Fixed part of the current header.
 const FIXED_HEADER_LEN: usize = FIXED_HEADER_LEN_V1 + FRESHNESS_LEN;
 /// Upper bound on a header: fixed part plus three maximal strings with their prefixes.
@@ -45,7 +45,8 @@ const HAS_MAX_AGE: u8 = 1;
 const HAS_EXPIRES: u8 = 1 << 1;
 const NO_CACHE: u8 = 1 << 2;
 const MUST_REVALIDATE: u8 = 1 << 3;
-const KNOWN_FLAGS: u8 = HAS_MAX_AGE | HAS_EXPIRES | NO_CACHE | MUST_REVALIDATE;
+const HAS_STALE_WHILE_REVALIDATE: u8 = 1 << 4;
+const KNOWN_FLAGS: u8 = HAS_MAX_AGE | HAS_EXPIRES | NO_CACHE | MUST_REVALIDATE | HAS_STALE_WHILE_REVALIDATE;
 
 /// What upstream said about an entry's freshness, kept with it so later decisions follow upstream's word rather
 /// than our defaults: a bare 304 keeps the lifetime upstream gave (RFC 9111 4.3.4), `no-cache` keeps forcing
@@ -61,6 +62,9 @@ pub struct FreshnessInputs {
     pub no_cache: bool,
     /// Never answer stale (`must-revalidate`, `proxy-revalidate`, or `s-maxage`, which implies it).
     pub must_revalidate: bool,
+    /// Upstream's `stale-while-revalidate` in seconds: for this long past expiry the entry answers at once while
+    /// it is revalidated in the background (RFC 5861).
+    pub stale_while_revalidate: Option<u64>,
 }
 
 impl FreshnessInputs {
@@ -309,10 +313,12 @@ pub fn encode_header(key: &CacheKey, meta: &EntryMeta) -> Vec<u8> {
         (f.expires_lifetime.is_some(), HAS_EXPIRES),
         (f.no_cache, NO_CACHE),
         (f.must_revalidate, MUST_REVALIDATE),
+        (f.stale_while_revalidate.is_some(), HAS_STALE_WHILE_REVALIDATE),
     ];
     header.push(flags.iter().filter(|(set, _)| *set).fold(0, |all, (_, bit)| all | bit));
     header.extend_from_slice(&f.max_age.unwrap_or(0).to_le_bytes());
     header.extend_from_slice(&f.expires_lifetime.unwrap_or(0).to_le_bytes());
+    header.extend_from_slice(&f.stale_while_revalidate.unwrap_or(0).to_le_bytes());
     put_str(&mut header, truncate_utf8(&meta.content_type, u16::MAX as usize));
     put_opt(&mut header, meta.etag.as_deref());
     put_opt(&mut header, meta.last_modified.as_deref());
@@ -451,8 +457,12 @@ fn read_freshness(r: &mut Reader<'_>) -> Result<FreshnessInputs, CorruptEntry> {
     }
     let max_age = r.u64()?;
     let expires_lifetime = r.u64()?;
+    let stale_while_revalidate = r.u64()?;
     // We write zero for an absent value: anything else is a forged or damaged header.
-    if (flags & HAS_MAX_AGE == 0 && max_age != 0) || (flags & HAS_EXPIRES == 0 && expires_lifetime != 0) {
+    if (flags & HAS_MAX_AGE == 0 && max_age != 0)
+        || (flags & HAS_EXPIRES == 0 && expires_lifetime != 0)
+        || (flags & HAS_STALE_WHILE_REVALIDATE == 0 && stale_while_revalidate != 0)
+    {
         return Err(corrupt("freshness value without its flag"));
     }
     Ok(FreshnessInputs {
@@ -460,6 +470,7 @@ fn read_freshness(r: &mut Reader<'_>) -> Result<FreshnessInputs, CorruptEntry> {
         expires_lifetime: (flags & HAS_EXPIRES != 0).then_some(expires_lifetime),
         no_cache: flags & NO_CACHE != 0,
         must_revalidate: flags & MUST_REVALIDATE != 0,
+        stale_while_revalidate: (flags & HAS_STALE_WHILE_REVALIDATE != 0).then_some(stale_while_revalidate),
     })
 }
 

@@ -17,7 +17,13 @@ fn sample() -> Entry {
 
 /// Freshness inputs with every field set, so a round trip or a flipped byte touches all of them.
 fn inputs() -> FreshnessInputs {
-    FreshnessInputs { max_age: Some(7_200), expires_lifetime: Some(86_400), no_cache: true, must_revalidate: true }
+    FreshnessInputs {
+        max_age: Some(7_200),
+        expires_lifetime: Some(86_400),
+        no_cache: true,
+        must_revalidate: true,
+        stale_while_revalidate: Some(30),
+    }
 }
 
 fn encode_file(key: &CacheKey, entry: &Entry) -> Vec<u8> {
@@ -50,9 +56,9 @@ fn header_for(body: &[u8], kind: u8, body_len: u64, tail: &[u8]) -> Vec<u8> {
     header_with_freshness(body, kind, body_len, &freshness_block(HAS_MAX_AGE, 600, 0), tail)
 }
 
-/// A version 2 freshness block.
+/// A version 2 freshness block (without `stale-while-revalidate`).
 fn freshness_block(flags: u8, max_age: u64, expires_lifetime: u64) -> Vec<u8> {
-    [&[flags][..], &max_age.to_le_bytes(), &expires_lifetime.to_le_bytes()].concat()
+    [&[flags][..], &max_age.to_le_bytes(), &expires_lifetime.to_le_bytes(), &0u64.to_le_bytes()].concat()
 }
 
 /// A header for `body` with `freshness` in place of the freshness block (empty: a version 1 header).
@@ -118,12 +124,13 @@ fn version_1_files_are_still_read_with_default_freshness() {
 #[test]
 fn freshness_inputs_round_trip_in_every_combination() {
     let k = key();
-    for bits in 0..16u8 {
+    for bits in 0..32u8 {
         let inputs = FreshnessInputs {
             max_age: (bits & 1 != 0).then_some(0),
             expires_lifetime: (bits & 2 != 0).then_some(u64::MAX),
             no_cache: bits & 4 != 0,
             must_revalidate: bits & 8 != 0,
+            stale_while_revalidate: (bits & 16 != 0).then_some(60),
         };
         let entry = Entry::image("image/png", Bytes::from_static(b"png"), 7, 9).with_freshness(inputs);
         let back = decode(&k, Bytes::from(encode_file(&k, &entry))).expect("decodes");
@@ -192,10 +199,14 @@ fn rejects_absurd_lengths_without_allocating() {
     for (header, reason) in cases {
         assert_eq!(decode(&k, forge(&header, body)).unwrap_err().reason, reason);
     }
-    let unknown_flag = header_with_freshness(body, 0, 3, &freshness_block(1 << 4, 0, 0), GOOD_TAIL);
+    let unknown_flag = header_with_freshness(body, 0, 3, &freshness_block(1 << 5, 0, 0), GOOD_TAIL);
     assert_eq!(decode(&k, forge(&unknown_flag, body)).unwrap_err().reason, "unknown freshness flags");
     let stray_value = header_with_freshness(body, 0, 3, &freshness_block(HAS_MAX_AGE, 600, 5), GOOD_TAIL);
     assert_eq!(decode(&k, forge(&stray_value, body)).unwrap_err().reason, "freshness value without its flag");
+    let mut stray_window = freshness_block(0, 0, 0);
+    stray_window[17] = 1;
+    let stray_window = header_with_freshness(body, 0, 3, &stray_window, GOOD_TAIL);
+    assert_eq!(decode(&k, forge(&stray_window, body)).unwrap_err().reason, "freshness value without its flag");
     let short_v1 = header_with_freshness(body, 0, 3, &[], b"");
     assert_eq!(decode(&k, forge_version(1, &short_v1[..50], body)).unwrap_err().reason, "header length out of range");
     let mut trailing = header_for(body, 0, 3, GOOD_TAIL);

@@ -16,6 +16,9 @@ pub struct CacheControl {
     pub max_age: Option<u64>,
     /// `s-maxage` in seconds: a shared cache's own `max-age`.
     pub s_maxage: Option<u64>,
+    /// `stale-while-revalidate` in seconds (RFC 5861): how long past expiry a copy may answer at once while it
+    /// is revalidated in the background.
+    pub stale_while_revalidate: Option<u64>,
 }
 
 /// RFC 9111 1.2.2: a delta-seconds too large to represent is taken as 2^31.
@@ -42,6 +45,9 @@ impl CacheControl {
                 "must-revalidate" | "proxy-revalidate" => parsed.must_revalidate = true,
                 "max-age" => parsed.max_age = shortest(parsed.max_age, seconds()),
                 "s-maxage" => parsed.s_maxage = shortest(parsed.s_maxage, seconds()),
+                "stale-while-revalidate" => {
+                    parsed.stale_while_revalidate = shortest(parsed.stale_while_revalidate, seconds());
+                }
                 _ => {}
             }
         }

@@ -2,7 +2,8 @@
 //! for that failure once; from then on, requests for the key answer `STALE` at once (within `--stale-if-error`)
 //! while one background request retries upstream at most once per `--retry-interval`. Variants follow the same
 //! rules with their own expired copies, so an outage neither re-runs transforms nor turns a cached variant into a
-//! 502 when its original is gone.
+//! 502 when its original is gone. Upstream's `stale-while-revalidate=N` is the same thing without a failure: for
+//! N seconds past expiry the entry answers at once and one background request revalidates it.
 
 use mirage_cache::{CacheKey, Entry};
 
@@ -36,14 +37,20 @@ impl Pipeline {
         })
     }
 
-    /// An expired variant answered at once under the same rules as an original.
-    pub(super) fn variant_stale_at_once(
+    /// An expired variant answered at once under the same rules as an original, unless its original is fresh
+    /// in memory again (then the variant is renewed from it rather than answered stale).
+    pub(super) async fn variant_stale_at_once(
         &self,
         key: CacheKey,
         request: &ImageRequest,
         variant: &Variant,
         entry: &Entry,
     ) -> Option<Served> {
+        let source_key = ImageRequest::source_key_of(&request.target);
+        let now = self.inner.clock.unix_now();
+        if self.inner.cache.memory().get(&source_key).await.is_some_and(|original| original.is_fresh(now)) {
+            return None;
+        }
         self.stale_at_once(key, entry, || {
             let pipeline = self.clone();
             let request = request.clone();
@@ -56,13 +63,17 @@ impl Pipeline {
         })
     }
 
+    /// Within upstream's `stale-while-revalidate`, an expired entry answers at once and one background request
+    /// revalidates it; past it, within `--stale-if-error`, it answers at once only after a failed revalidation.
     fn stale_at_once(&self, key: CacheKey, entry: &Entry, retry_in_background: impl FnOnce()) -> Option<Served> {
         let now = self.inner.clock.now();
         let seconds = unix_seconds(now);
-        if !self.may_answer_stale(entry, seconds) {
+        let meta = entry.meta();
+        let while_revalidating = freshness::within_stale_while_revalidate(&meta.freshness, meta.expires_at, seconds);
+        if !while_revalidating && !self.may_answer_stale(entry, seconds) {
             return None;
         }
-        match self.inner.health.plan_stale(&key, now, false) {
+        match self.inner.health.plan_stale(&key, now, while_revalidating) {
             StalePlan::Wait => None,
             StalePlan::Serve { retry } => {
                 if retry {
