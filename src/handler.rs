@@ -23,7 +23,10 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
         Ok(response) => response,
         Err(error) => {
             let public = error.public();
-            if public.status.is_server_error() {
+            // Only our own failures are errors here. Upstream's (502/504, and 503 overload) are logged where
+            // they happen, once per fetch (a remembered refusal or an open breaker answers many requests from one
+            // failure, and must not log each), and every request's code is in the access log.
+            if public.status == http::StatusCode::INTERNAL_SERVER_ERROR {
                 tracing::error!(code = public.code.as_str(), %error, "request failed");
             } else {
                 tracing::debug!(code = public.code.as_str(), %error, "request refused");

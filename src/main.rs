@@ -35,9 +35,16 @@ fn main() -> ExitCode {
     let result = match arguments.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Urls(args) => return cli::urls::run(&args),
-        Command::Warm(args) => return runtime.block_on(cli::warm::run(args)),
+        Command::Warm(args) => {
+            let code = runtime.block_on(cli::warm::run(args));
+            runtime.shutdown_background();
+            return code;
+        }
         Command::Sign(args) => return cli::sign::run(&args),
     };
+    // The server's own shutdown is bounded (--shutdown-timeout); what still runs past it, such as a read blocked
+    // on a hung disk, is abandoned. Dropping the runtime instead would wait for its blocking threads forever.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -173,10 +173,27 @@ impl Pipeline {
         &self.inner.signing
     }
 
-    /// Waits for running fills (they store what they fetched), then for queued disk writes (at shutdown).
+    /// Waits for running fills (they store what they fetched), then for queued disk writes.
     pub async fn flush(&self) {
         self.inner.fills.idle().await;
         self.inner.cache.flush().await;
+    }
+
+    /// Shutdown's last step: lets running fills finish (they store what they fetched), then lets the queued disk
+    /// writes land, each step within `limit`, and closes the disk tier. The writes are waited for even when the
+    /// fills overran, so what was fetched in time is not lost to one hung fill. Returns whether both finished in
+    /// time; nothing is written to disk after this returns.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        let fills = tokio::time::timeout(limit, self.inner.fills.idle()).await;
+        if fills.is_err() {
+            tracing::warn!(?limit, "shutdown timeout passed with cache fills still running; not waiting for them");
+        }
+        let writes = tokio::time::timeout(limit, self.inner.cache.flush()).await;
+        if writes.is_err() {
+            tracing::warn!(?limit, "shutdown timeout passed with disk writes unfinished; not waiting for them");
+        }
+        self.inner.cache.close();
+        fills.is_ok() && writes.is_ok()
     }
 
     /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
@@ -233,7 +250,7 @@ impl Pipeline {
         };
         let original = match self.get_source(&request.target).await {
             Ok(original) => original,
-            Err(error) => return self.stale_variant_or(key, expired, error),
+            Err(error) => return self.stale_variant_or(key, expired, error).await,
         };
         // A variant's validator is the digest token of the original it was made from.
         let source_token = original.entry.etag_token();
@@ -346,6 +363,14 @@ impl Pipeline {
                     });
                     let fetched = self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await;
                     self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
+                    if let Some(error) = fetched.as_ref().err()
+                        && !matches!(error, FetchError::NotFound(_))
+                    {
+                        // Once per fetch, not per request: what the failure answers from then on is not logged.
+                        let url = request.target.url();
+                        let path = url.path();
+                        tracing::warn!(host = %host, path, %error, "upstream fetch failed");
+                    }
                     fetched.map_err(Error::from)
                 }
             },
@@ -397,7 +422,10 @@ impl Pipeline {
             Err(error) => {
                 return match stale {
                     Some(entry) if self.may_answer_stale(&entry, unix_seconds(now)) => {
-                        tracing::warn!(target = %request.target, %error, "upstream failed; serving stale copy");
+                        // Host and path only: a target's query may carry credentials.
+                        let url = request.target.url();
+                        let (host, path) = (url.host_str().unwrap_or_default(), url.path());
+                        tracing::warn!(host, path, %error, "upstream failed; serving stale copy");
                         // The next requests answer stale at once; upstream is retried in the background.
                         self.inner.health.revalidation_failed(&key, now);
                         Ok(Served::new(entry, CacheStatus::Stale, true, unix_seconds(now)))

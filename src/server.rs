@@ -109,10 +109,7 @@ pub async fn serve_with(
         tracing::warn!("shutdown timeout passed with requests still in flight");
     }
     // Fills whose clients hung up still run; they store what they fetched, then the queued disk writes land,
-    // all within a second --shutdown-timeout. Past it, the disk is closed: nothing is written after this point.
-    if tokio::time::timeout(config.shutdown_timeout, pipeline.flush()).await.is_err() {
-        tracing::warn!("shutdown timeout passed with cache fills or disk writes unfinished; not waiting for them");
-    }
-    pipeline.cache().close();
+    // each within --shutdown-timeout. Then the disk is closed: nothing is written after this point.
+    pipeline.shutdown(config.shutdown_timeout).await;
     tracing::info!("stopped");
 }

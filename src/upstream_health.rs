@@ -93,12 +93,13 @@ impl UpstreamHealth {
         Ok(())
     }
 
-    /// After a fetch from `host`: connect failures and timeouts count towards opening its breaker; any answer
-    /// from the host (even an error status) closes it. Logs once per change of state.
+    /// After a fetch from `host`: connect failures, timeouts and bodies that broke off count towards opening its
+    /// breaker; any complete answer from the host (even an error status) closes it. Logs once per change of state.
     pub fn after_fetch(&self, host: &str, failure: Option<&FetchError>, now: SystemTime) {
         let timed_out = match failure {
             Some(FetchError::Timeout) => true,
-            Some(FetchError::Connect(_)) => false,
+            // A host that resets every transfer half-way is not answering either.
+            Some(FetchError::Connect(_) | FetchError::Body(_)) => false,
             _ => {
                 let was_open = lock(&self.hosts).remove(host).is_some_and(|state| state.open_until.is_some());
                 if was_open {

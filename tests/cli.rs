@@ -107,8 +107,10 @@ fn serve_help_lists_every_flag() {
         );
     }
     // And the other way round: every flag `serve` takes is in the README's table.
-    for flag in
-        help.split_whitespace().filter(|word| word.starts_with("--")).map(|word| word.trim_end_matches([',', '.', ';', ':', ')']))
+    for flag in help
+        .split_whitespace()
+        .filter(|word| word.starts_with("--"))
+        .map(|word| word.trim_end_matches([',', '.', ';', ':', ')']))
     {
         let flag = flag.split('=').next().unwrap_or(flag);
         if flag == "--help" {

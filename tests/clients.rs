@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -113,16 +112,8 @@ async fn access_log_has_no_signatures_nor_target_queries() {
     const SECRET: &str = "SECRETTOKEN42";
     let upstream = Upstream::start().await;
     upstream.route("/img/a.jpg", Route::image(photo()));
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
-        .args(["serve", "--listen", &addr.to_string(), "--no-disk-cache", "--allow-private-networks"])
-        .args(["--signing-key", KEY, "--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mirage");
+    let proxy = Proxy::start(&["--no-disk-cache", "--allow-private-networks", "--signing-key", KEY]).await;
+    let addr = proxy.addr;
     let key: mirage::signing::SigningKey = KEY.parse().unwrap();
     let target = upstream.url(&format!("/img/a.jpg?token={SECRET}&x=1"));
     let signed_variant = mirage::signing::sign_path(&key, &format!("/width=100/?{target}")).unwrap();
@@ -132,11 +123,6 @@ async fn access_log_has_no_signatures_nor_target_queries() {
         .map(|path| path.split("sig=").nth(1).unwrap().split([',', '/']).next().unwrap().to_owned())
         .collect();
     let client = client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !client.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "mirage did not answer /healthz within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let variant = get(&client, &format!("http://{addr}{signed_variant}")).await;
     assert_eq!(variant.status, 200);
     let mirror = get(&client, &format!("http://{addr}{signed_mirror}")).await;
@@ -154,15 +140,8 @@ async fn access_log_has_no_signatures_nor_target_queries() {
     // A bad signature: refused, and still not logged.
     let forged = get(&client, &format!("http://{addr}/sig=FORGEDSIGNATURE,width=50/?{target}")).await;
     assert_eq!(forged.status, 403);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    // The process is gone whether or not the assertions below hold: a failing test leaks no server.
+    let stderr = proxy.stop().await;
 
     assert!(!stderr.contains(SECRET), "the target's query string is in the log:\n{stderr}");
     assert!(!stderr.contains("FORGEDSIGNATURE"), "a signature is in the log:\n{stderr}");

@@ -230,6 +230,11 @@ async fn must_revalidate_and_proxy_revalidate_forbid_stale_on_error() {
     for path in ["/must.jpg", "/proxy.jpg", "/plain.jpg", "/hang.jpg"] {
         assert_eq!(get(&client, &proxy.url(&upstream.url(path))).await.x_cache(), "MISS");
     }
+    // Variants made before the outage, so each has an expired copy that could answer stale.
+    for path in ["/must.jpg", "/proxy.jpg", "/plain.jpg"] {
+        let variant = get(&client, &proxy.path(&format!("/width=90/?{}", upstream.url(path)))).await;
+        assert_eq!((variant.status, variant.x_cache()), (200, "MISS"), "{path} variant");
+    }
     for path in ["/must.jpg", "/proxy.jpg", "/plain.jpg"] {
         upstream.route(path, Route::status(500));
     }
@@ -238,6 +243,8 @@ async fn must_revalidate_and_proxy_revalidate_forbid_stale_on_error() {
 
     let plain = get(&client, &proxy.url(&upstream.url("/plain.jpg"))).await;
     assert_eq!((plain.status, plain.x_cache()), (200, "STALE"), "the control case");
+    let plain = get(&client, &proxy.path(&format!("/width=90/?{}", upstream.url("/plain.jpg")))).await;
+    assert_eq!((plain.status, plain.x_cache()), (200, "STALE"), "the control case's variant");
     for path in ["/must.jpg", "/proxy.jpg"] {
         let reply = get(&client, &proxy.url(&upstream.url(path))).await;
         assert_eq!(reply.status, 502, "{path}: X-Cache {:?}", reply.x_cache());

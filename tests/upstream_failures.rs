@@ -138,7 +138,7 @@ async fn stale_is_served_at_once_while_upstream_hangs() {
 async fn a_failing_key_is_retried_in_the_background_once_per_retry_interval() {
     let upstream = Upstream::start().await;
     upstream.route("/a.jpg", Route::image(photo()).header("cache-control", "max-age=1"));
-    let flags = ["--no-disk-cache", "--allow-private-networks", "--min-ttl", "1s", "--retry-interval", "1s"];
+    let flags = ["--no-disk-cache", "--allow-private-networks", "--min-ttl", "1s", "--retry-interval", "3s"];
     let proxy = Proxy::start(&flags).await;
     let client = client();
     let url = proxy.url(&upstream.url("/a.jpg"));
@@ -154,7 +154,7 @@ async fn a_failing_key_is_retried_in_the_background_once_per_retry_interval() {
 
     // Upstream recovers; after the interval one request starts the retry (and is answered stale at once).
     upstream.route("/a.jpg", Route::image(photo()).header("cache-control", "max-age=60"));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (reply, took) = timed(&client, &url).await;
     assert_eq!(reply.x_cache(), "STALE");
     assert!(took < Duration::from_millis(500), "{took:?}");
@@ -189,7 +189,7 @@ async fn hanging_origin(hang: Arc<AtomicBool>) -> RawUpstream {
 async fn circuit_breaker_fails_fast_after_five_timeouts() {
     let hang = Arc::new(AtomicBool::new(false));
     let origin = hanging_origin(hang.clone()).await;
-    let flags = ["--no-disk-cache", "--allow-private-networks", "--min-ttl", "1s", "--fetch-timeout", "500ms"];
+    let flags = ["--no-disk-cache", "--allow-private-networks", "--min-ttl", "1s", "--fetch-timeout", "2s"];
     let proxy = Proxy::start(&flags).await;
     let client = client();
     let cached = proxy.url(&origin.url("/a.jpg"));
@@ -200,7 +200,7 @@ async fn circuit_breaker_fails_fast_after_five_timeouts() {
     for n in 1..=5 {
         let (reply, took) = timed(&client, &proxy.url(&origin.url(&format!("/b{n}.jpg")))).await;
         assert_eq!(reply.status, 504, "request {n}");
-        assert!(took >= Duration::from_millis(400), "request {n} did not wait for upstream: {took:?}");
+        assert!(took >= Duration::from_millis(1900), "request {n} did not wait for upstream: {took:?}");
     }
     let contacted = origin.connections();
     assert_eq!(contacted, 6);
@@ -208,11 +208,12 @@ async fn circuit_breaker_fails_fast_after_five_timeouts() {
     // Open: a new key fails fast with the same 504, and the stale key answers stale, both without a connection.
     let (reply, took) = timed(&client, &proxy.url(&origin.url("/b6.jpg"))).await;
     assert_eq!(reply.status, 504);
-    assert!(took < Duration::from_millis(300), "the open breaker still waited: {took:?}");
+    // Anything well under one --fetch-timeout: the host was not waited for (a loaded machine is slow, not 2 s slow).
+    assert!(took < Duration::from_secs(1), "the open breaker still waited: {took:?}");
     let (reply, took) = timed(&client, &cached).await;
     assert_eq!((reply.status, reply.x_cache()), (200, "STALE"));
     assert!(reply.body == photo());
-    assert!(took < Duration::from_millis(300), "the stale answer waited for upstream: {took:?}");
+    assert!(took < Duration::from_secs(1), "the stale answer waited for upstream: {took:?}");
     assert_eq!(origin.connections(), contacted, "the host was contacted while its breaker is open");
     proxy.stop().await;
 }
@@ -288,5 +289,45 @@ async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_backgroun
     }
     assert_eq!(reply.x_cache(), "HIT-MEMORY", "the background revalidation refreshed the entry");
     assert_eq!(upstream.hits("/s.jpg"), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_variant_stops_answering_once_its_original_is_gone() {
+    let upstream = Upstream::start().await;
+    upstream.route("/gone.jpg", Route::image(photo()).header("cache-control", "max-age=1"));
+    let flags = ["--no-disk-cache", "--allow-private-networks", "--min-ttl", "1s", "--retry-interval", "1s"];
+    let proxy = Proxy::start(&flags).await;
+    let client = client();
+    let variant = proxy.path(&format!("/width=100/?{}", upstream.url("/gone.jpg")));
+    assert_eq!(get(&client, &variant).await.x_cache(), "MISS");
+
+    // An outage: the variant bridges it with its expired copy.
+    upstream.route("/gone.jpg", Route::status(503));
+    let_one_second_expire().await;
+    assert_eq!(get(&client, &variant).await.x_cache(), "STALE");
+    let hits = upstream.hits("/gone.jpg");
+
+    // Then the original is deleted upstream. The next retry learns it; from then on the variant is a 404 too,
+    // not a copy of an image that no longer exists.
+    upstream.route("/gone.jpg", Route::status(404));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = get(&client, &variant).await;
+    assert_eq!(reply.x_cache(), "STALE", "the retry runs in the background");
+    upstream.wait_for_hits("/gone.jpg", hits + 1).await;
+    // The background retry's answer lands just after upstream saw it.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(&client, &variant).await.status;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = status == 404;
+    assert!(gone, "the variant kept answering its stale copy after the original answered 404");
+    let later = repeat(&client, &variant, 3).await;
+    assert!(later.iter().all(|reply| reply.status == 404), "{:?}", later.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(upstream.hits("/gone.jpg"), hits + 1, "the 404 is remembered for the variant too");
     proxy.stop().await;
 }

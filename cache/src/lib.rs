@@ -12,6 +12,7 @@ pub mod meta;
 pub mod tiered;
 
 mod coalesce;
+mod touch;
 
 pub use coalesce::{Coalescer, FillError};
 pub use disk::{DiskError, DiskTier};

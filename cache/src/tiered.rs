@@ -7,25 +7,24 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::budget::OwnerLock;
 use crate::disk::{DiskError, DiskTier};
 use crate::health::DiskHealth;
 use crate::key::CacheKey;
 use crate::memory::MemoryTier;
 use crate::meta::{Entry, EntryKind};
+use crate::touch::{TOUCH_QUEUE, Touches};
 
 /// Disk writes allowed to be queued or running at once. Beyond this, `store` waits for a slot:
 /// back-pressure on the (already bounded) fills, rather than a queue that grows without bound
 /// behind a slow disk or entries that silently never reach it (the warm command relies on that).
 const MAX_PENDING_WRITES: usize = 32;
-/// Memory hits waiting to refresh their disk entries' recency (32 bytes each). A full queue drops touches: a
-/// hit never waits for the disk.
-const TOUCH_QUEUE: usize = 4096;
 /// How often queued touches reach the disk (also before every eviction decision and at `flush`).
 const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -84,14 +83,19 @@ struct Inner {
     disk_degraded: AtomicBool,
     /// Memory hits report their keys here, so the disk tier does not evict what memory serves most; `None`
     /// without a disk tier.
-    touches: Option<SyncSender<CacheKey>>,
+    touches: Option<Touches>,
     pending_touches: Mutex<Option<Receiver<CacheKey>>>,
+    /// The cache directory's owner lock while this process (a server) owns it; released at `close`.
+    owner: Mutex<Option<OwnerLock>>,
 }
 
 impl Inner {
     /// Applies the queued touches to the disk tier (blocking: call off the reactor). Duplicates collapse.
     fn apply_touches(&self) {
         let Some(disk) = self.disk.as_deref() else { return };
+        if let Some(touches) = &self.touches {
+            touches.forget_queued();
+        }
         let mut keys = {
             let pending = self.pending_touches.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(receiver) = pending.as_ref() else { return };
@@ -157,29 +161,43 @@ impl TieredCache {
         let root = options.root.clone();
         let opening = tokio::task::spawn_blocking(move || {
             let disk = DiskTier::open_unindexed(&options.root, options.capacity)?;
-            if options.record_budget
-                && let Err(error) = crate::budget::record(&options.root, options.capacity)
-            {
-                tracing::warn!(dir = %options.root.display(), %error, "cannot record the disk budget");
+            let mut owner = None;
+            if options.record_budget {
+                // The owner records its budget; one started beside a running owner (same budget, or the
+                // configuration would have refused it) leaves the record alone.
+                match crate::budget::try_own(&options.root) {
+                    Ok(Some(lock)) => owner = Some(lock),
+                    Ok(None) => {
+                        tracing::info!(dir = %options.root.display(), "another server owns the cache directory");
+                    }
+                    Err(error) => {
+                        tracing::warn!(dir = %options.root.display(), %error, "cannot lock the cache directory");
+                    }
+                }
+                if owner.is_some()
+                    && let Err(error) = crate::budget::record(&options.root, options.capacity)
+                {
+                    tracing::warn!(dir = %options.root.display(), %error, "cannot record the disk budget");
+                }
             }
-            Ok::<_, DiskError>(disk)
+            Ok::<_, DiskError>((disk, owner))
         });
-        let disk = match tokio::time::timeout(timeout.max(MIN_OPEN_TIMEOUT), opening).await {
-            Ok(Ok(Ok(disk))) => Some(disk),
+        let (disk, owner) = match tokio::time::timeout(timeout.max(MIN_OPEN_TIMEOUT), opening).await {
+            Ok(Ok(Ok((disk, owner)))) => (Some(disk), owner),
             Ok(Ok(Err(error))) => {
                 tracing::warn!(dir = %root.display(), %error, "disk cache unavailable; running memory-only");
-                None
+                (None, None)
             }
             Ok(Err(error)) => {
                 tracing::warn!(dir = %root.display(), %error, "opening the disk cache panicked; running memory-only");
-                None
+                (None, None)
             }
             Err(_) => {
                 tracing::warn!(dir = %root.display(), "disk cache did not open in time; running memory-only");
-                None
+                (None, None)
             }
         };
-        let cache = TieredCache::with_timeout(memory, disk, timeout);
+        let cache = TieredCache::build(memory, disk, timeout, owner);
         if let Some(disk) = cache.inner.disk.clone() {
             // Minutes with millions of entries: off the start-up path, on a blocking thread.
             tokio::task::spawn_blocking(move || {
@@ -191,10 +209,14 @@ impl TieredCache {
 
     /// `new` with a bound on each disk operation.
     pub fn with_timeout(memory: MemoryTier, disk: Option<DiskTier>, timeout: Duration) -> TieredCache {
+        TieredCache::build(memory, disk, timeout, None)
+    }
+
+    fn build(memory: MemoryTier, disk: Option<DiskTier>, timeout: Duration, owner: Option<OwnerLock>) -> TieredCache {
         let (touches, pending) = match disk {
             Some(_) => {
-                let (sender, receiver) = sync_channel(TOUCH_QUEUE);
-                (Some(sender), Some(receiver))
+                let (touches, receiver) = Touches::new();
+                (Some(touches), Some(receiver))
             }
             None => (None, None),
         };
@@ -210,6 +232,7 @@ impl TieredCache {
                 disk_degraded: AtomicBool::new(false),
                 touches,
                 pending_touches: Mutex::new(pending),
+                owner: Mutex::new(owner),
             }),
         };
         if cache.inner.disk.is_some()
@@ -268,6 +291,8 @@ impl TieredCache {
     /// Stops writing to disk: stores from now on stay in memory (shutdown, after the final flush began).
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        // Nothing more is written: a server started after this one may record its own budget.
+        drop(self.inner.owner.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 
     /// Looks in memory, then on disk (off the reactor); a disk hit is promoted to memory.
@@ -279,9 +304,7 @@ impl TieredCache {
         if let Some(entry) = self.inner.memory.get(key).await {
             if let Some(touches) = &self.inner.touches {
                 // Never blocks and never allocates (a bounded ring of 32-byte keys); a full queue drops it.
-                if let Err(TrySendError::Full(_)) = touches.try_send(*key) {
-                    tracing::trace!("touch queue full; memory hit not applied to disk recency");
-                }
+                touches.touch(key);
             }
             return classify(entry, Tier::Memory);
         }
@@ -345,7 +368,8 @@ impl TieredCache {
         // The permit moves into the blocking task, so it counts until the I/O is done.
         let writing = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let Some(disk) = inner.disk.as_deref() else {
+            // A store that passed the check above before `close` may get its slot after it: still not written.
+            let Some(disk) = inner.disk.as_deref().filter(|_| !inner.closed.load(Ordering::SeqCst)) else {
                 return;
             };
             // Recency first: the write may evict, and what memory served since the last flush must count.

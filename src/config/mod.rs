@@ -366,18 +366,24 @@ pub enum CacheRole {
     Guest,
 }
 
-/// The disk budget for `dir`: the flag, else the one recorded there, else the default. A guest given a budget
-/// that differs from the recorded one is refused: two budgets on one directory make each process evict the
-/// other's entries down to its own.
+/// The disk budget for `dir`: the flag, else the one recorded there, else the default. A budget that differs
+/// from the recorded one is refused from a guest, and from a second server while the one that recorded it is
+/// still running: two budgets on one directory make each process evict the other's entries down to its own. A
+/// server restarted with a new size (nobody else owns the directory) replaces the record.
 fn resolve_disk_budget(dir: &std::path::Path, flag: Option<u64>, role: CacheRole) -> Result<u64, String> {
     let recorded = mirage_cache::budget::recorded(dir);
+    let refused = |given: u64, recorded: u64| match role {
+        CacheRole::Guest => given != recorded,
+        CacheRole::Owner => given != recorded && mirage_cache::budget::has_live_owner(dir),
+    };
     match (flag, recorded) {
-        (Some(given), Some(recorded)) if given != recorded && role == CacheRole::Guest => Err(format!(
-            "--disk-cache-size {} differs from the budget {} that `mirage serve` recorded in {}; leave the flag out \
-             to use the recorded budget (to change it, restart `serve` with the new size)",
+        (Some(given), Some(recorded)) if refused(given, recorded) => Err(format!(
+            "--disk-cache-size {} differs from the budget {} recorded in {}{}; leave the flag out to use the \
+             recorded budget (to change it, restart `serve` with the new size)",
             units::format_size(given),
             units::format_size(recorded),
             dir.join(mirage_cache::budget::BUDGET_FILE).display(),
+            if role == CacheRole::Owner { " by the `mirage serve` running on that directory" } else { "" },
         )),
         (Some(given), _) => Ok(given),
         (None, Some(recorded)) => Ok(recorded),

@@ -32,7 +32,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Writes a byte size the way `parse_size` reads it: the largest binary unit that divides it (`8MiB`), else bytes.
 pub fn format_size(bytes: u64) -> String {
     let units = [(1u64 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    match units.iter().find(|(unit, _)| bytes >= *unit && bytes % unit == 0) {
+    match units.iter().find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit)) {
         Some((unit, name)) => format!("{}{name}", bytes / unit),
         None => format!("{bytes}B"),
     }

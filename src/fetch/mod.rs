@@ -134,14 +134,16 @@ impl UpstreamHeaders {
     }
 }
 
-/// A list header (RFC 9110 5.3): every field line, joined with ", "; `None` when there is none. A line that is not
-/// visible ASCII is skipped rather than guessed at.
+/// A list header (RFC 9110 5.3): every field line, joined with ", "; `None` when there is none. Bytes that are not
+/// UTF-8 become U+FFFD rather than dropping the line: a `Cache-Control` line with a stray Latin-1 byte in one
+/// extension still says `no-store` (skipping it would store what upstream forbade), and the parser ignores the
+/// directive the byte is in.
 fn joined_lines(map: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    let mut lines = map.get_all(name).iter().filter_map(|value| value.to_str().ok()).map(str::trim);
-    let first = lines.next()?.to_owned();
+    let mut lines = map.get_all(name).iter().map(|value| String::from_utf8_lossy(value.as_bytes()));
+    let first = lines.next()?.trim().to_owned();
     Some(lines.fold(first, |mut joined, line| {
         joined.push_str(", ");
-        joined.push_str(line);
+        joined.push_str(line.trim());
         joined
     }))
 }

@@ -94,10 +94,27 @@ impl Pipeline {
     }
 
     /// After the original failed with `error`: the variant's expired copy if upstream's failure allows stale
-    /// answers, else the error.
-    pub(super) fn stale_variant_or(&self, key: CacheKey, stale: Option<Entry>, error: Error) -> Result<Served, Error> {
+    /// answers, else the error. A final answer about the original (404, a refusal) is final for the variant
+    /// too: its key stops answering stale at once, and the answer is remembered under it for as long as the
+    /// original's, so its expired copy is never served again.
+    pub(super) async fn stale_variant_or(
+        &self,
+        key: CacheKey,
+        stale: Option<Entry>,
+        error: Error,
+    ) -> Result<Served, Error> {
         if !error.allows_stale() {
-            return Err(error);
+            self.inner.health.revalidated(&key);
+            let now = self.inner.clock.unix_now();
+            return Err(match error {
+                Error::UpstreamNotFound { cache_seconds } => {
+                    if cache_seconds > 0 {
+                        self.inner.cache.store(key, Entry::not_found(now, now.saturating_add(cache_seconds))).await;
+                    }
+                    error
+                }
+                error => self.remember_refusal(key, error, now).await,
+            });
         }
         match self.stale_variant(key, stale) {
             Some(served) => {

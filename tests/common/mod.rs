@@ -1,5 +1,6 @@
 //! Shared harness of the black-box tests: a scriptable loopback upstream with hit counters and switchable
-//! faults, the real proxy started in-process on `127.0.0.1:0`, and a plain HTTP client; `raw` has the
+//! faults, the real proxy (a `mirage serve` process, or in-process where a test needs a fake clock or DNS) on
+//! `127.0.0.1:0`, and a plain HTTP client; `raw` has the
 //! byte-level origin and client for misbehaviour hyper will not produce.
 
 // Each test binary uses a different part of the harness.
@@ -342,21 +343,83 @@ pub async fn dead_addr() -> SocketAddr {
 // Proxy
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The real Mirage server, in-process on 127.0.0.1 with an ephemeral port.
+/// The real Mirage server on 127.0.0.1 with an ephemeral port: a `mirage serve` child process (`start`, `local`),
+/// or, for a configuration no flag can express (a manual clock, a fake DNS: `start_with`, `local_with`), the same
+/// server in-process.
 pub struct Proxy {
     pub addr: SocketAddr,
-    shutdown_tx: oneshot::Sender<()>,
-    join: JoinHandle<Result<(), String>>,
+    running: Running,
+}
+
+enum Running {
+    /// A `mirage serve` process, killed if the test ends without `stop`.
+    Child {
+        child: Option<std::process::Child>,
+        log: Arc<Mutex<String>>,
+    },
+    InProcess {
+        shutdown_tx: oneshot::Sender<()>,
+        join: JoinHandle<Result<(), String>>,
+    },
 }
 
 impl Proxy {
-    /// Starts the proxy configured exactly as `mirage serve --listen 127.0.0.1:0 {flags}` would be.
+    /// Starts `mirage serve --listen 127.0.0.1:0 {flags}`, a real process of the binary under test, and waits
+    /// until it listens. Its log (JSON lines at `info`, unless the flags say otherwise) is kept for `log`.
     pub async fn start(flags: &[&str]) -> Proxy {
-        Proxy::start_with(flags, |_| {}).await
+        let flags: Vec<String> = flags.iter().map(|flag| (*flag).to_owned()).collect();
+        tokio::task::spawn_blocking(move || Proxy::spawn(&flags)).await.unwrap()
     }
 
-    /// Starts the proxy as `start` does, then lets `tweak` adjust the configuration before serving: for what
-    /// no flag can express, such as a fake DNS (`config.pipeline.fetch.name_lookup`).
+    fn spawn(flags: &[String]) -> Proxy {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mirage"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MIRAGE_") {
+                command.env_remove(name);
+            }
+        }
+        command.args(["serve", "--listen", "127.0.0.1:0"]).args(flags);
+        if !flags.iter().any(|flag| flag.starts_with("--log-format")) {
+            command.args(["--log-format", "json"]);
+        }
+        command.env("RUST_LOG", "info").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().expect("spawn mirage serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        // Drains stderr for the whole run (a full pipe would block the server) and reports the bound address.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_address(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut proxy =
+            Proxy { addr: SocketAddr::from(([127, 0, 0, 1], 0)), running: Running::Child { child: Some(child), log } };
+        match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => proxy.addr = addr,
+            Err(_) => {
+                let Running::Child { child, log } = &mut proxy.running else { unreachable!() };
+                let status = child.as_mut().unwrap().try_wait().unwrap();
+                panic!(
+                    "mirage serve {flags:?} did not listen within 20 s (exit: {status:?}):\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        }
+        proxy
+    }
+
+    /// Starts the server in-process, configured exactly as `mirage serve --listen 127.0.0.1:0 {flags}` would be,
+    /// then lets `tweak` adjust the configuration before serving: for what no flag can express, such as a fake
+    /// DNS (`config.pipeline.fetch.name_lookup`) or a manual clock.
     pub async fn start_with(flags: &[&str], tweak: impl FnOnce(&mut mirage::config::Config)) -> Proxy {
         let mut argv = vec!["serve", "--listen", "127.0.0.1:0"];
         argv.extend_from_slice(flags);
@@ -369,19 +432,19 @@ impl Proxy {
         let join = tokio::spawn(mirage::server::serve(listener, config, async {
             let _ = shutdown_rx.await;
         }));
-        Proxy { addr, shutdown_tx, join }
+        Proxy { addr, running: Running::InProcess { shutdown_tx, join } }
     }
 
-    /// The proxy with a disk cache in `dir`, allowed to reach loopback upstreams, plus `flags`.
+    /// The `mirage serve` process with a disk cache in `dir`, allowed to reach loopback upstreams, plus `flags`.
     pub async fn local(dir: &Path, flags: &[&str]) -> Proxy {
-        Proxy::local_with(dir, flags, |_| {}).await
+        let flags = local_flags(dir, flags);
+        tokio::task::spawn_blocking(move || Proxy::spawn(&flags)).await.unwrap()
     }
 
-    /// `local`, with the configuration adjusted by `tweak` as in `start_with`.
+    /// `local` in-process, with the configuration adjusted by `tweak` as in `start_with`.
     pub async fn local_with(dir: &Path, flags: &[&str], tweak: impl FnOnce(&mut mirage::config::Config)) -> Proxy {
-        let dir = dir.to_str().unwrap();
-        let mut all = vec!["--cache-dir", dir, "--allow-private-networks"];
-        all.extend_from_slice(flags);
+        let all = local_flags(dir, flags);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         Proxy::start_with(&all, tweak).await
     }
 
@@ -395,12 +458,86 @@ impl Proxy {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Shuts down gracefully and waits until in-flight requests and queued disk writes are done.
-    pub async fn stop(self) {
-        let _ = self.shutdown_tx.send(());
-        let result = tokio::time::timeout(Duration::from_secs(15), self.join).await;
-        result.expect("proxy did not stop within 15 s").expect("proxy task panicked").expect("serve failed");
+    /// What the `mirage serve` process has logged so far (empty for an in-process server).
+    pub fn log(&self) -> String {
+        match &self.running {
+            Running::Child { log, .. } => log.lock().unwrap().clone(),
+            Running::InProcess { .. } => String::new(),
+        }
     }
+
+    /// Shuts down gracefully (SIGTERM for a process) and waits until in-flight requests and queued disk writes
+    /// are done; the process must exit with success within 15 s. Returns everything the process logged.
+    pub async fn stop(mut self) -> String {
+        match &mut self.running {
+            Running::Child { child, log } => {
+                let mut child = child.take().unwrap();
+                let log = Arc::clone(log);
+                let status = tokio::task::spawn_blocking(move || {
+                    let terminated =
+                        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+                    assert!(terminated.is_ok_and(|status| status.success()), "kill -TERM failed");
+                    let deadline = Instant::now() + Duration::from_secs(15);
+                    loop {
+                        if let Some(status) = child.try_wait().unwrap() {
+                            return Some(status);
+                        }
+                        if Instant::now() > deadline {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+                .await
+                .unwrap();
+                let log = log.lock().unwrap().clone();
+                let status =
+                    status.unwrap_or_else(|| panic!("mirage serve did not stop within 15 s of SIGTERM:\n{log}"));
+                assert!(status.success(), "mirage serve exited with {status}:\n{log}");
+                log
+            }
+            Running::InProcess { .. } => {
+                let Running::InProcess { shutdown_tx, join } =
+                    std::mem::replace(&mut self.running, Running::Child { child: None, log: Arc::default() })
+                else {
+                    unreachable!()
+                };
+                let _ = shutdown_tx.send(());
+                let result = tokio::time::timeout(Duration::from_secs(15), join).await;
+                result.expect("proxy did not stop within 15 s").expect("proxy task panicked").expect("serve failed");
+                String::new()
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Running::Child { child: Some(child), .. } = &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--cache-dir DIR --allow-private-networks {flags}`.
+fn local_flags(dir: &Path, flags: &[&str]) -> Vec<String> {
+    let mut all =
+        vec!["--cache-dir".to_owned(), dir.to_str().unwrap().to_owned(), "--allow-private-networks".to_owned()];
+    all.extend(flags.iter().map(|flag| (*flag).to_owned()));
+    all
+}
+
+/// The address in the server's JSON "listening" line, if `line` is it.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    // Events are flattened: their fields sit beside `level` and `target`.
+    let fields: serde_json::Value = serde_json::from_str(line).ok()?;
+    if fields.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    fields.get("address")?.as_str()?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
