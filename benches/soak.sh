@@ -13,7 +13,7 @@
 # Everything is bounded (the load stops after DURATION s; the whole script is under `timeout`) and every process
 # started here is stopped by its pid on exit.
 # Env: DURATION (90 s of load), IDLE (15 s idle after it), CONCURRENCY (8), BUDGET (64MiB, --memory-cache-size),
-# VARIANT_EVERY (5), MIRAGE_FLAGS (extra flags), NO_BUILD=1, MIRAGE_BIN (default target/release/mirage),
+# VARIANT_EVERY (5), MIRAGE_FLAGS (extra flags), NO_BUILD=1, MIRAGE_BIN (default target/release/mirage), LARGE,
 # SAMPLES (file to keep the per-second samples in).
 set -euo pipefail
 
@@ -24,6 +24,8 @@ CONCURRENCY="${CONCURRENCY:-8}"
 BUDGET="${BUDGET:-64MiB}"
 VARIANT_EVERY="${VARIANT_EVERY:-5}"
 FIXTURES="$ROOT/benches/fixtures"
+# The large original: the corpus's 1.7 MB 4000x3000 photo, or LARGE=FILE (e.g. a 4.9 MB camera JPEG).
+LARGE="${LARGE:-$FIXTURES/photo-4000x3000.jpg}"
 WORK="$(mktemp -d /tmp/mirage-soak.XXXXXX)"
 PIDS=()
 
@@ -61,9 +63,8 @@ MIRAGE_BIN="${MIRAGE_BIN:-$ROOT/target/release/mirage}"
 ORIGIN_PORT="$(free_port)"
 cat >"$WORK/origin.py" <<'PY'
 import http.server, sys
-port, fixtures = int(sys.argv[1]), sys.argv[2]
-FILES = {name: open(f"{fixtures}/photo-{size}.jpg", "rb").read()
-         for name, size in (("1920", "1920x1080"), ("4000", "4000x3000"))}
+port, fixtures, large = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+FILES = {"1920": open(f"{fixtures}/photo-1920x1080.jpg", "rb").read(), "4000": open(large, "rb").read()}
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -81,7 +82,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 PY
-python3 "$WORK/origin.py" "$ORIGIN_PORT" "$FIXTURES" &
+python3 "$WORK/origin.py" "$ORIGIN_PORT" "$FIXTURES" "$LARGE" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT" 5
 

@@ -312,3 +312,73 @@ async fn age_is_sent_and_max_age_is_the_full_lifetime() {
     assert_eq!((from_disk.x_cache(), max_age(&from_disk), age(&from_disk)), ("HIT-DISK", 600, 160));
     proxy.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The same rules on the wall clock, against a real `mirage serve` process (the tests above move a manual clock
+// given to an in-process server, so they can cover hours without sleeping)
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_bare_304_keeps_the_stored_lifetime_on_the_wall_clock() {
+    let upstream = bare_304_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::local(dir.path(), &["--min-ttl", "0s"]).await;
+    let client = client();
+    let url = proxy.url(&upstream.url("/a.jpg"));
+    let first = get(&client, &url).await;
+    assert_eq!((first.status, first.x_cache(), max_age(&first)), (200, "MISS", 2));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let revalidated = get(&client, &url).await;
+    assert_eq!((revalidated.status, revalidated.x_cache()), (200, "REVALIDATED"));
+    assert!(max_age(&revalidated) <= 2, "a bare 304 reset the lifetime: {:?}", revalidated.headers);
+    assert!(!revalidated.header("cache-control").contains("immutable"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = get(&client, &url).await;
+    assert_eq!(again.x_cache(), "REVALIDATED", "3 s after the revalidation: {:?}", again.headers);
+    assert_eq!(upstream.heads().len(), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn must_revalidate_forbids_stale_on_error_on_the_wall_clock() {
+    let upstream = Upstream::start().await;
+    upstream.route("/must.jpg", Route::image(photo()).header("cache-control", "max-age=1, must-revalidate"));
+    upstream.route("/plain.jpg", Route::image(photo()).header("cache-control", "max-age=1"));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::local(dir.path(), &["--min-ttl", "0s"]).await;
+    let client = client();
+    for path in ["/must.jpg", "/plain.jpg"] {
+        assert_eq!(get(&client, &proxy.url(&upstream.url(path))).await.x_cache(), "MISS");
+        let variant = get(&client, &proxy.path(&format!("/width=90/?{}", upstream.url(path)))).await;
+        assert_eq!(variant.x_cache(), "MISS", "{path} variant");
+    }
+    upstream.route("/must.jpg", Route::status(500));
+    upstream.route("/plain.jpg", Route::status(500));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let plain = get(&client, &proxy.url(&upstream.url("/plain.jpg"))).await;
+    assert_eq!((plain.status, plain.x_cache()), (200, "STALE"), "the control case");
+    let must = get(&client, &proxy.url(&upstream.url("/must.jpg"))).await;
+    assert_eq!(must.status, 502, "X-Cache {:?}", must.x_cache());
+    let variant = get(&client, &proxy.path(&format!("/width=90/?{}", upstream.url("/must.jpg")))).await;
+    assert_eq!(variant.status, 502, "variant: X-Cache {:?}", variant.x_cache());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn age_counts_on_the_wall_clock_and_max_age_stays_the_full_lifetime() {
+    let upstream = Upstream::start().await;
+    upstream.route("/a.jpg", Route::image(photo()).header("cache-control", "max-age=600"));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::local(dir.path(), &["--min-ttl", "0s"]).await;
+    let client = client();
+    let url = proxy.url(&upstream.url("/a.jpg"));
+    let first = get(&client, &url).await;
+    assert_eq!((first.x_cache(), max_age(&first), age(&first)), ("MISS", 600, 0));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let hit = get(&client, &url).await;
+    assert_eq!((hit.x_cache(), max_age(&hit)), ("HIT-MEMORY", 600));
+    assert!((2..=3).contains(&age(&hit)), "Age after 2 s: {:?}", hit.headers);
+    proxy.stop().await;
+}
