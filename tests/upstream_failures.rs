@@ -159,14 +159,7 @@ async fn a_failing_key_is_retried_in_the_background_once_per_retry_interval() {
     assert_eq!(reply.x_cache(), "STALE");
     assert!(took < Duration::from_millis(500), "{took:?}");
     upstream.wait_for_hits("/a.jpg", 3).await;
-    let mut answer = get(&client, &url).await;
-    for _ in 0..50 {
-        if answer.x_cache() == "HIT-MEMORY" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        answer = get(&client, &url).await;
-    }
+    let answer = common::get_until(&client, &url, |reply| reply.x_cache() == "HIT-MEMORY").await;
     assert_eq!(answer.x_cache(), "HIT-MEMORY", "the background retry stored the fresh copy");
     assert_eq!(upstream.hits("/a.jpg"), 3);
     proxy.stop().await;
@@ -279,14 +272,7 @@ async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_backgroun
     upstream.wait_for_hits("/s.jpg", 2).await;
     let revalidated = common::wait_until(Duration::from_secs(5), || upstream.not_modified("/s.jpg") == 1).await;
     assert!(revalidated, "one conditional request revalidates it");
-    let mut reply = get(&client, &url).await;
-    for _ in 0..50 {
-        if reply.x_cache() == "HIT-MEMORY" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        reply = get(&client, &url).await;
-    }
+    let reply = common::get_until(&client, &url, |reply| reply.x_cache() == "HIT-MEMORY").await;
     assert_eq!(reply.x_cache(), "HIT-MEMORY", "the background revalidation refreshed the entry");
     assert_eq!(upstream.hits("/s.jpg"), 2);
     proxy.stop().await;
@@ -316,16 +302,8 @@ async fn a_stale_variant_stops_answering_once_its_original_is_gone() {
     assert_eq!(reply.x_cache(), "STALE", "the retry runs in the background");
     upstream.wait_for_hits("/gone.jpg", hits + 1).await;
     // The background retry's answer lands just after upstream saw it.
-    let mut status = 0;
-    for _ in 0..50 {
-        status = get(&client, &variant).await.status;
-        if status == 404 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let gone = status == 404;
-    assert!(gone, "the variant kept answering its stale copy after the original answered 404");
+    let reply = common::get_until(&client, &variant, |reply| reply.status == 404).await;
+    assert_eq!(reply.status, 404, "the variant kept answering its stale copy after the original answered 404");
     let later = repeat(&client, &variant, 3).await;
     assert!(later.iter().all(|reply| reply.status == 404), "{:?}", later.iter().map(|r| r.status).collect::<Vec<_>>());
     assert_eq!(upstream.hits("/gone.jpg"), hits + 1, "the 404 is remembered for the variant too");

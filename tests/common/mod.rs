@@ -319,6 +319,20 @@ impl Upstream {
     }
 }
 
+/// GETs `url` until `done` holds for the answer (every 20 ms, at most 50 times); returns the last answer. For what a
+/// background task (a retry, a revalidation) changes just after upstream has seen it.
+pub async fn get_until(client: &reqwest::Client, url: &str, done: impl Fn(&Reply) -> bool) -> Reply {
+    let mut reply = get(client, url).await;
+    for _ in 0..50 {
+        if done(&reply) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reply = get(client, url).await;
+    }
+    reply
+}
+
 /// Polls `condition` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
