@@ -58,35 +58,42 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     mirage::telemetry::init(args.log_format);
     let listen = args.listen;
     let config = args.into_config()?;
+    let shutdown = shutdown_signal();
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     if let Some((dir, _)) = &config.pipeline.cache.disk {
         tracing::info!(dir = %dir.display(), "disk cache");
     }
-    mirage::server::serve(listener, config, shutdown_signal()).await
+    mirage::server::serve(listener, config, shutdown).await
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled: called before the port is bound, a signal sent as soon as the server listens (by a supervisor or a
+/// test) shuts it down gracefully instead of killing it with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate()).and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            Ok((mut terminate, mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {},
+                    _ = interrupt.recv() => {},
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received");
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("signal received");
 }
 
 /// Keeps glibc's malloc from holding freed image bodies (see BENCHMARKS.md, "Memory", for the measurements).
