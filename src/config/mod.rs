@@ -43,6 +43,68 @@ pub enum Command {
     Warm(WarmArgs),
     /// Print the signed path of a target URL or request path, for servers run with `--signing-key`.
     Sign(SignArgs),
+    /// Inspect (`stats`) or check (`verify`) a disk cache directory, offline; safe while a server runs on it.
+    Cache(CacheArgs),
+}
+
+/// The flags of `mirage cache`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cache")]
+pub struct CacheArgs {
+    /// What to do with the directory.
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+/// The subcommands of `mirage cache`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CacheCommand {
+    /// Count entries, bytes (logical and as the disk budget counts them), originals and variants, content types,
+    /// oldest and newest, expired and negative entries. Reads headers only; changes nothing.
+    Stats(CacheStatsArgs),
+    /// Check every entry's header and checksum, delete the corrupt ones and print a summary; exit 1 when any was
+    /// corrupt.
+    Verify(CacheVerifyArgs),
+}
+
+/// The cache directory a `mirage cache` command reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheDirArgs {
+    /// Directory of the disk cache [default: the one `serve` uses: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
+    #[arg(long, env = "MIRAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheDirArgs {
+    /// The directory given, else `serve`'s default.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        self.cache_dir
+            .clone()
+            .or_else(default_cache_dir)
+            .ok_or_else(|| "no cache directory: set --cache-dir, $XDG_CACHE_HOME or $HOME".to_owned())
+    }
+}
+
+/// The flags of `mirage cache stats`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stats")]
+pub struct CacheStatsArgs {
+    /// Which directory.
+    #[command(flatten)]
+    pub dir: CacheDirArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `mirage cache verify`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "verify")]
+pub struct CacheVerifyArgs {
+    /// Which directory.
+    #[command(flatten)]
+    pub dir: CacheDirArgs,
 }
 
 /// The flags of `mirage sign`.
