@@ -134,7 +134,14 @@ pub async fn answer(
     let served = match pipeline.fallback(fallback, request).await {
         Ok(served) => served,
         Err(fallback_error) => {
-            tracing::warn!(%fallback_error, code = public.code.as_str(), "cannot make the fallback image; answering the error");
+            // Overload and options the placeholder cannot take are the request's lot, not news: only our own
+            // failures are worth a warning.
+            let code = public.code.as_str();
+            if fallback_error.public().status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::warn!(%fallback_error, code, "cannot make the fallback image; answering the error");
+            } else {
+                tracing::debug!(%fallback_error, code, "cannot make the fallback image; answering the error");
+            }
             return Err(error);
         }
     };
