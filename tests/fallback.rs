@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use clap::Parser;
-use common::{Mode, Proxy, Reply, Route, Upstream, client, dead_addr, get, photo, send};
+use common::{Mode, Proxy, Reply, Route, Upstream, client, dead_addr, entry_files, get, photo, send};
 use image::{DynamicImage, ImageFormat as Codec, Rgb, RgbImage};
 
 /// 320x200 (64,000 pixels): small enough to pass `--max-source-pixels 100000`, which the failing 400x400 source
@@ -119,6 +119,10 @@ async fn every_upstream_and_source_failure_answers_the_placeholder() {
     assert_fallback(&mirror, 404, "upstream_not_found", 320, "mirror");
     assert!(mirror.body == placeholder_bytes, "the mirror fallback is not the file as loaded");
     proxy.stop().await;
+    // On disk: the two sources that were images (too many pixels, truncated) and the two placeholder variants
+    // (150 px, 300 px WebP), one each however many targets failed; the mirror fallback is never stored, and
+    // refusals are remembered in memory only.
+    assert_eq!(entry_files(&cache).len(), 4, "{:?}", entry_files(&cache));
 }
 
 #[tokio::test]
