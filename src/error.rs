@@ -158,6 +158,50 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// Whether `--fallback-image` may answer instead of this error: only when the fault is upstream's or the
+    /// source image's (a dead origin, a refusal, a file that is not a usable image). Never for the client's own
+    /// mistakes or the operator's policy: a placeholder there would hide a bug or paper over a refusal. Exhaustive
+    /// on purpose: a new code must be classified here.
+    pub fn fallback_applies(self) -> bool {
+        match self {
+            // Upstream's fault: gone, refusing, failing, slow, or misbehaving.
+            ErrorCode::UpstreamNotFound
+            | ErrorCode::UpstreamStatus
+            | ErrorCode::UpstreamTimeout
+            | ErrorCode::UpstreamUnreachable
+            | ErrorCode::UpstreamBody
+            | ErrorCode::TooManyRedirects
+            | ErrorCode::BadRedirect => true,
+            // The source image's fault: too big, not an image, or not one we can read.
+            ErrorCode::SourceTooLarge
+            | ErrorCode::SourceTooManyPixels
+            | ErrorCode::TooManyFrames
+            | ErrorCode::NotAnImage
+            | ErrorCode::UnsupportedSource
+            | ErrorCode::UndecodableImage => true,
+            // The client's request: bad URL or options, an output it asked to be too large or in a format this
+            // build lacks, a wrong method or an overlong URI.
+            ErrorCode::BadTarget
+            | ErrorCode::BadOptions
+            | ErrorCode::NoRoute
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::UriTooLong
+            | ErrorCode::OutputTooLarge
+            | ErrorCode::UnsupportedOutput => false,
+            // The operator's policy: signatures, SSRF and host/port rules.
+            ErrorCode::SignatureRequired
+            | ErrorCode::BadSignature
+            | ErrorCode::ForbiddenTarget
+            | ErrorCode::ForbiddenHost
+            | ErrorCode::ForbiddenPort => false,
+            // Our own state: overload asks the client to retry (a placeholder would be cached instead), and a bug
+            // or an encoder failure must stay visible.
+            ErrorCode::Overloaded | ErrorCode::Internal | ErrorCode::EncodeFailed => false,
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -407,6 +451,24 @@ mod tests {
     fn public_messages_are_one_line() {
         let error = Error::BadRequest(RequestError::Target(TargetError::Malformed("a\r\nb".to_owned())));
         assert!(!error.public().message.contains(['\r', '\n']));
+    }
+
+    #[test]
+    fn the_fallback_covers_upstream_and_source_faults_only() {
+        let fallback = |error: Error| error.public().code.fallback_applies();
+        assert!(fallback(Error::UpstreamNotFound { cache_seconds: 60 }));
+        assert!(fallback(Error::NotAnImage));
+        assert!(fallback(Error::Fetch(FetchError::UpstreamStatus(403))));
+        assert!(fallback(Error::Fetch(FetchError::Timeout)));
+        assert!(fallback(Error::Fetch(FetchError::TooLarge { limit: 1 })));
+        assert!(fallback(Error::Transform(TransformError::Undecodable(String::new()))));
+        assert!(!fallback(Error::Fetch(FetchError::Forbidden(String::new()))));
+        assert!(!fallback(Error::Fetch(FetchError::HostRule(HostRefusal::Port(81)))));
+        assert!(!fallback(Error::Signature(SignatureError::Invalid)));
+        assert!(!fallback(Error::MethodNotAllowed));
+        assert!(!fallback(Error::UriTooLong { limit: 1 }));
+        assert!(!fallback(Error::Overloaded));
+        assert!(!fallback(Error::Internal));
     }
 
     #[test]

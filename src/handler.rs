@@ -3,6 +3,7 @@
 use http::{Method, Request, Response};
 
 use crate::error::{Error, ErrorCode};
+use crate::fallback;
 use crate::pipeline::{CacheStatus, Pipeline};
 use crate::request::{Route, parse_route};
 use crate::respond::{self, Body};
@@ -69,7 +70,11 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     };
     // Before the cache: a signed-only server never answers an unsigned request, not even from the cache.
     pipeline.signing().check(&image_request, signature.as_deref())?;
-    let served = pipeline.get(&image_request).await?;
+    let served = match pipeline.get(&image_request).await {
+        Ok(served) => served,
+        // Upstream's and the source's failures may be answered by the fallback image instead.
+        Err(error) => return fallback::answer(pipeline, &image_request, error, head_only).await,
+    };
     let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
     Ok((respond::image(&served, head_only, request.headers()), outcome))
 }

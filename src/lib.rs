@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod fetch;
 pub mod freshness;
 pub mod handler;

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             return code;
         }
         Command::Sign(args) => return cli::sign::run(&args),
+        Command::Cache(args) => return cli::cache::run(&args),
     };
     // The server's own shutdown is bounded (--shutdown-timeout); what still runs past it, such as a read blocked
     // on a hung disk, is abandoned. Dropping the runtime instead would wait for its blocking threads forever.

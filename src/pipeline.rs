@@ -10,12 +10,14 @@
 //! expired entries at once while upstream fails (with `crate::upstream_health` keeping the breaker and the retry
 //! schedule).
 
+mod fallback;
 mod refusal;
 mod stale;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use mirage_cache::{
     CacheKey, Coalescer, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
 };
@@ -23,12 +25,13 @@ use tokio::sync::Semaphore;
 
 use crate::config::PipelineConfig;
 use crate::error::Error;
+use crate::fallback::Fallback;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::{Clock, Freshness, FreshnessPolicy, unix_seconds};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
-use crate::transform::{self, Limits};
+use crate::transform::{self, Encoded, Limits};
 use crate::upstream_health::{self, UpstreamHealth};
 use crate::workers::{CpuPool, PoolError};
 
@@ -45,6 +48,8 @@ pub enum CacheStatus {
     Stale,
     /// An expired copy was confirmed by upstream with a 304.
     Revalidated,
+    /// The image could not be served; `--fallback-image` answered instead (never the real image's cache state).
+    Fallback,
 }
 
 impl CacheStatus {
@@ -56,6 +61,7 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
             CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Fallback => "FALLBACK",
         }
     }
 }
@@ -133,6 +139,8 @@ struct Inner {
     clock: Clock,
     /// Per-host circuit breakers and per-key background retries of failing upstreams.
     health: UpstreamHealth,
+    /// The placeholder answered for upstream's and the source's failures (`serve --fallback-image`).
+    fallback: Option<Fallback>,
 }
 
 impl Pipeline {
@@ -154,6 +162,7 @@ impl Pipeline {
                 signing: config.signing.clone(),
                 clock: config.clock.clone(),
                 health: UpstreamHealth::new(config.retry_interval),
+                fallback: config.fallback.clone(),
             }),
         })
     }
@@ -166,6 +175,11 @@ impl Pipeline {
     /// The clock freshness is judged by.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
+    }
+
+    /// The fallback image, when `--fallback-image` is set.
+    pub fn fallback_image(&self) -> Option<&Fallback> {
+        self.inner.fallback.as_ref()
     }
 
     /// The signed-URL policy requests are checked against.
@@ -267,25 +281,7 @@ impl Pipeline {
                 expired.refreshed(now, meta.expires_at.max(now), meta.freshness, mirage_cache::Validators::default());
             return Ok(self.variant_answer(key, entry, &original, CacheStatus::Revalidated, now).await);
         }
-        let source = original.entry.body().clone();
-        let options = variant.options.clone();
-        let accepts = variant.accepts;
-        let limits = self.inner.limits.clone();
-        let encoded = self
-            .inner
-            .cpu
-            .run(move || {
-                let info = transform::probe(&source)?;
-                let output = transform::choose_output(options.format(), accepts, &info);
-                transform::transform(&source, &options, output, &limits)
-            })
-            .await
-            .map_err(|error| match error {
-                PoolError::Full => Error::Overloaded,
-                PoolError::Panicked => Error::Internal,
-            })
-            .and_then(|encoded| encoded.map_err(Error::from));
-        let encoded = match encoded {
+        let encoded = match self.transform(original.entry.body().clone(), variant).await {
             Ok(encoded) => encoded,
             // A source that cannot be made into this variant stays so until it changes: remember that.
             Err(error) => return Err(self.remember_refusal(key, error, self.inner.clock.unix_now()).await),
@@ -299,6 +295,26 @@ impl Pipeline {
             .with_freshness(meta.freshness)
             .with_validators(mirage_cache::Validators { etag: Some(source_token), last_modified: None });
         Ok(self.variant_answer(key, entry, &original, CacheStatus::Miss, now).await)
+    }
+
+    /// Makes `variant` of `source` on the CPU pool, in the format negotiated for it.
+    async fn transform(&self, source: Bytes, variant: &Variant) -> Result<Encoded, Error> {
+        let options = variant.options.clone();
+        let accepts = variant.accepts;
+        let limits = self.inner.limits.clone();
+        self.inner
+            .cpu
+            .run(move || {
+                let info = transform::probe(&source)?;
+                let output = transform::choose_output(options.format(), accepts, &info);
+                transform::transform(&source, &options, output, &limits)
+            })
+            .await
+            .map_err(|error| match error {
+                PoolError::Full => Error::Overloaded,
+                PoolError::Panicked => Error::Internal,
+            })
+            .and_then(|encoded| encoded.map_err(Error::from))
     }
 
     /// Answers with a variant made (`Miss`) or renewed (`Revalidated`) from `original`, and stores it when the

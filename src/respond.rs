@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::error::PublicError;
+use crate::error::{ErrorCode, PublicError};
 use crate::freshness;
 use crate::pipeline::{CacheStatus, Served};
 
@@ -96,6 +96,42 @@ fn cache_headers(served: &Served) -> (HeaderValue, Option<HeaderValue>) {
     let cache_control = HeaderValue::from_maybe_shared(both.slice(..split))
         .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=0"));
     (cache_control, HeaderValue::from_maybe_shared(both.slice(split..)).ok())
+}
+
+/// `X-Mirage-Fallback`: on a fallback answer, the code of the error it stands in for.
+pub static X_MIRAGE_FALLBACK: HeaderName = HeaderName::from_static("x-mirage-fallback");
+
+/// The fallback image standing in for an error (`--fallback-image`): `status`, the placeholder's own
+/// `Content-Type`, `public, max-age=` the fallback TTL, `X-Cache: FALLBACK` and `X-Mirage-Fallback: {code}`. No
+/// `ETag` nor `Last-Modified`: a validator would let a client or CDN keep the placeholder as if it were the real
+/// image, and revalidate it into a 304 for the real one later.
+pub fn fallback(
+    served: &Served,
+    status: StatusCode,
+    code: ErrorCode,
+    ttl: Duration,
+    head_only: bool,
+) -> Response<Body> {
+    let entry = &served.entry;
+    let body = if head_only { Bytes::new() } else { entry.body().clone() };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    add_common_headers(headers);
+    // Scripts may read which error the placeholder stands for.
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Type, Cache-Control, X-Cache, X-Mirage-Fallback, Vary"),
+    );
+    put(headers, header::CONTENT_TYPE, &entry.meta().content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta().body_len()));
+    put(headers, header::CACHE_CONTROL, &format!("public, max-age={}", ttl.as_secs()));
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(CacheStatus::Fallback.as_str()));
+    headers.insert(X_MIRAGE_FALLBACK.clone(), HeaderValue::from_static(code.as_str()));
+    if served.varies_on_accept {
+        put(headers, header::VARY, "Accept");
+    }
+    response
 }
 
 /// A one-line plain-text error with the status from the error table.

@@ -35,7 +35,7 @@ use crate::key::CacheKey;
 use crate::meta::{Entry, decode, encode_header};
 
 /// Largest file we write or read back; a bigger file cannot be ours and is deleted unread.
-const MAX_FILE_LEN: u64 = 512 * 1024 * 1024;
+pub(crate) const MAX_FILE_LEN: u64 = 512 * 1024 * 1024;
 /// Temp files older than this at open are leftovers of a crash. Younger ones may belong to
 /// another live process writing the same directory, so they are left alone.
 const STALE_TMP_AGE: Duration = Duration::from_secs(60);
@@ -441,7 +441,7 @@ impl DiskTier {
 }
 
 /// The file system's allocation unit under `root` (st_blksize; 4 KiB where it cannot be read).
-fn block_size(root: &Path) -> u64 {
+pub(crate) fn block_size(root: &Path) -> u64 {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -487,7 +487,7 @@ fn write_and_rename(tmp: &Path, dest: &Path, header: &[u8], body: &[u8]) -> Resu
 }
 
 /// Subdirectories of `dir` named by two lowercase hex digits (one shard level).
-fn shard_dirs(dir: &Path) -> Result<Vec<PathBuf>, DiskError> {
+pub(crate) fn shard_dirs(dir: &Path) -> Result<Vec<PathBuf>, DiskError> {
     let mut out = Vec::new();
     for dirent in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
         let name = dirent.file_name();

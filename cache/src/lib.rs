@@ -6,6 +6,7 @@ pub mod budget;
 pub mod disk;
 pub mod evict;
 pub mod health;
+pub mod inspect;
 pub mod key;
 pub mod memory;
 pub mod meta;

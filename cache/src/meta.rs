@@ -28,8 +28,8 @@ const MAGIC: &[u8; 8] = b"MIRAGEC\0";
 const FORMAT_VERSION: u16 = 2;
 /// The layout before the freshness inputs; still read.
 const FORMAT_VERSION_1: u16 = 1;
-/// magic + version + header_len.
-const PREAMBLE_LEN: usize = 8 + 2 + 4;
+/// Bytes of a cache file before its header: magic, version and header length.
+pub const PREAMBLE_LEN: usize = 8 + 2 + 4;
 const CHECK_LEN: usize = 8;
 /// Fixed part of a version 1 header: key, kind, three u64s, body digest.
 const FIXED_HEADER_LEN_V1: usize = 32 + 1 + 8 * 3 + 32;
@@ -379,14 +379,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes and verifies a whole cache file read for `key`. The body is a zero-copy slice
-/// of `file_bytes`. Any failed check yields `CorruptEntry`; nothing here panics on input.
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the file's buffer is handed over: the entry's body is a slice of it"
-)]
-pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> {
-    let file: &[u8] = &file_bytes;
+/// How many bytes precede the body in a file starting with `preamble` (its first [`PREAMBLE_LEN`] bytes):
+/// what a header-only read must load. Checks the magic, version and header length only.
+pub fn head_len(preamble: &[u8]) -> Result<usize, CorruptEntry> {
+    let header_len = check_preamble(preamble)?;
+    Ok(PREAMBLE_LEN + header_len + CHECK_LEN)
+}
+
+/// The header length a valid preamble announces.
+fn check_preamble(file: &[u8]) -> Result<usize, CorruptEntry> {
     if file.len() < PREAMBLE_LEN {
         return Err(corrupt("file shorter than preamble"));
     }
@@ -403,6 +404,20 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     if !(fixed_len..=MAX_HEADER_LEN).contains(&header_len) {
         return Err(corrupt("header length out of range"));
     }
+    Ok(header_len)
+}
+
+/// Decodes and verifies the header of a cache file for `key` from `head`, its first bytes (at least
+/// [`head_len`] of them; more are ignored), without reading or checking the body: the metadata as stored, with
+/// the body length and digest the header claims.
+pub fn decode_header(key: &CacheKey, head: &[u8]) -> Result<EntryMeta, CorruptEntry> {
+    read_head(key, head).map(|(meta, _)| meta)
+}
+
+/// The header of `file` and where its body starts.
+fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptEntry> {
+    let header_len = check_preamble(file)?;
+    let version = u16::from_le_bytes([file[8], file[9]]);
     // Checked arithmetic is unnecessary (header_len is bounded) but the comparison is not.
     let header_end = PREAMBLE_LEN + header_len;
     let body_start = header_end + CHECK_LEN;
@@ -435,17 +450,27 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
     if !r.buf.is_empty() {
         return Err(corrupt("trailing bytes in header"));
     }
+    let meta =
+        EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, freshness, body_len, body_sha256 };
+    Ok((meta, body_start))
+}
 
-    let remaining = (file.len() - body_start) as u64;
-    if body_len != remaining {
+/// Decodes and verifies a whole cache file read for `key`. The body is a zero-copy slice
+/// of `file_bytes`. Any failed check yields `CorruptEntry`; nothing here panics on input.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the file's buffer is handed over: the entry's body is a slice of it"
+)]
+pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> {
+    let (meta, body_start) = read_head(key, &file_bytes)?;
+    let remaining = (file_bytes.len() - body_start) as u64;
+    if meta.body_len != remaining {
         return Err(corrupt("body length does not match file size"));
     }
     let body = file_bytes.slice(body_start..);
-    if sha256(&body) != body_sha256 {
+    if sha256(&body) != meta.body_sha256 {
         return Err(corrupt("body digest mismatch"));
     }
-    let meta =
-        EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, freshness, body_len, body_sha256 };
     Ok(Entry { meta: Arc::new(meta), body })
 }
 

@@ -1,6 +1,7 @@
-//! The commands of the `mirage` binary that print and return an exit code: `sign`, `urls` and `warm`. The library
+//! The commands of the `mirage` binary that print and return an exit code: `sign`, `urls`, `warm` and `cache`. The library
 //! keeps the reusable parts (signing, URL extraction, the warm engine and its report); here they meet the terminal.
 
+pub mod cache;
 mod progress;
 pub mod sign;
 mod signals;

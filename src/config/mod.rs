@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::fallback::{Fallback, FallbackStatus};
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
 use crate::freshness::{Clock, FreshnessPolicy};
 use crate::request::TransformOptions;
@@ -42,6 +43,68 @@ pub enum Command {
     Warm(WarmArgs),
     /// Print the signed path of a target URL or request path, for servers run with `--signing-key`.
     Sign(SignArgs),
+    /// Inspect (`stats`) or check (`verify`) a disk cache directory, offline; safe while a server runs on it.
+    Cache(CacheArgs),
+}
+
+/// The flags of `mirage cache`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cache")]
+pub struct CacheArgs {
+    /// What to do with the directory.
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+/// The subcommands of `mirage cache`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CacheCommand {
+    /// Count entries, bytes (logical and as the disk budget counts them), originals and variants, content types,
+    /// oldest and newest, expired and negative entries. Reads headers only; changes nothing.
+    Stats(CacheStatsArgs),
+    /// Check every entry's header and checksum, delete the corrupt ones and print a summary; exit 1 when any was
+    /// corrupt.
+    Verify(CacheVerifyArgs),
+}
+
+/// The cache directory a `mirage cache` command reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheDirArgs {
+    /// Directory of the disk cache [default: the one `serve` uses: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
+    #[arg(long, env = "MIRAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheDirArgs {
+    /// The directory given, else `serve`'s default.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        self.cache_dir
+            .clone()
+            .or_else(default_cache_dir)
+            .ok_or_else(|| "no cache directory: set --cache-dir, $XDG_CACHE_HOME or $HOME".to_owned())
+    }
+}
+
+/// The flags of `mirage cache stats`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stats")]
+pub struct CacheStatsArgs {
+    /// Which directory.
+    #[command(flatten)]
+    pub dir: CacheDirArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `mirage cache verify`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "verify")]
+pub struct CacheVerifyArgs {
+    /// Which directory.
+    #[command(flatten)]
+    pub dir: CacheDirArgs,
 }
 
 /// The flags of `mirage sign`.
@@ -201,6 +264,22 @@ pub struct ServeArgs {
     /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// An image (JPEG, PNG, GIF or WebP) answered instead of the error page when upstream or the source image is
+    /// at fault (404/410, refusals, too large, not an image, undecodable, 502, 504), transformed as requested.
+    /// Read and decoded at start: a bad file stops start-up.
+    #[arg(long, value_name = "PATH", env = "MIRAGE_FALLBACK_IMAGE")]
+    pub fallback_image: Option<PathBuf>,
+
+    /// Status of fallback answers: `error` (the status the error would have had, e.g. 404 or 502) or a fixed
+    /// status with a body (2xx except 204/205, 4xx, 5xx), e.g. 200.
+    #[arg(long, value_name = "STATUS", env = "MIRAGE_FALLBACK_STATUS", default_value = "error",
+          value_parser = FallbackStatus::parse)]
+    pub fallback_status: FallbackStatus,
+
+    /// How long clients and CDNs may keep a fallback answer (`Cache-Control: public, max-age=`).
+    #[arg(long, env = "MIRAGE_FALLBACK_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub fallback_ttl: Duration,
 
     /// Cache, fetch and transform settings (shared with `mirage warm`).
     #[command(flatten)]
@@ -421,6 +500,8 @@ pub struct PipelineConfig {
     pub signing: SigningPolicy,
     /// The time freshness is judged by: the system clock, except in tests that move time by hand.
     pub clock: Clock,
+    /// The placeholder answered for upstream's and the source's failures (`serve` only; off otherwise).
+    pub fallback: Option<Fallback>,
 }
 
 /// The validated configuration of the service.
@@ -465,6 +546,12 @@ impl ServeArgs {
         }
         let mut pipeline = self.pipeline.into_config_as(CacheRole::Owner)?;
         pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
+        pipeline.fallback = match &self.fallback_image {
+            Some(path) => {
+                Some(Fallback::load(path, self.fallback_status, self.fallback_ttl, &pipeline.transform.limits)?)
+            }
+            None => None,
+        };
         Ok(Config {
             pipeline,
             max_connections: self.max_connections,
@@ -553,6 +640,7 @@ impl PipelineArgs {
             retry_interval: self.retry_interval,
             signing: SigningPolicy::default(),
             clock: Clock::system(),
+            fallback: None,
         })
     }
 }

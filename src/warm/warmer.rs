@@ -209,6 +209,8 @@ impl Backend {
                     CacheStatus::Miss | CacheStatus::Revalidated => Attempt::failed(FailureReason::NotCacheable, false),
                     // Upstream failed and an expired copy answered: the cache was not refreshed.
                     CacheStatus::Stale => Attempt::failed(FailureReason::Stale, true),
+                    // Only the server's handler answers with the fallback image, never `get`; nothing was kept.
+                    CacheStatus::Fallback => Attempt::failed(FailureReason::NotCacheable, false),
                 },
                 Err(error) => Attempt::failed(error.public().code.into(), error.allows_stale()),
             },
