@@ -58,35 +58,48 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     mirage::telemetry::init(args.log_format);
     let listen = args.listen;
     let config = args.into_config()?;
+    let shutdown = shutdown_signal();
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     if let Some((dir, _)) = &config.pipeline.cache.disk {
         tracing::info!(dir = %dir.display(), "disk cache");
     }
-    mirage::server::serve(listener, config, shutdown_signal()).await
+    mirage::server::serve(listener, config, shutdown).await
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, before the listeners are announced, not
+/// when the future is first polled: a signal arriving between "listening" and the first poll of the accept loop
+/// must stop the server gracefully, not kill it with the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {},
+                    _ = terminate.recv() => {},
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
+            (interrupt, terminate) => {
+                let error = interrupt.err().or(terminate.err());
+                tracing::warn!(?error, "cannot listen for SIGINT or SIGTERM; falling back to Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        tracing::info!("signal received");
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("signal received");
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received");
+    }
 }
 
 /// Keeps glibc's malloc from holding freed image bodies (see BENCHMARKS.md, "Memory", for the measurements).
