@@ -116,8 +116,10 @@ pub async fn serve_with(
                 };
                 let bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
                 let status = response.status().as_u16();
-                pipeline.metrics().request(outcome.route, status, outcome.cache_status, bytes, started.elapsed());
-                access_log::record(request.method(), request.uri(), status, outcome, bytes, started, peer);
+                // One clock read serves the metrics and the access log.
+                let took = started.elapsed();
+                pipeline.metrics().request(outcome.route, status, outcome.cache_status, bytes, took);
+                access_log::record(request.method(), request.uri(), status, outcome, bytes, took, peer);
                 Ok::<_, Infallible>(response)
             }
         });
