@@ -476,10 +476,7 @@ impl Pipeline {
 
     /// Turns a fresh upstream answer into a cache entry, if it is an image.
     fn admit(&self, upstream: Upstream, now: SystemTime) -> Result<Served, Error> {
-        let Some(format) = ImageFormat::sniff(&upstream.body) else {
-            self.inner.metrics.upstream_not_image();
-            return Err(Error::NotAnImage);
-        };
+        let format = ImageFormat::sniff(&upstream.body).ok_or(Error::NotAnImage)?;
         if let Some(vary) = upstream.headers.vary.as_deref() {
             // Upstream negotiated. We send the same request headers on every fetch (never a client's), so this
             // representation is the one every later fetch would get: it is kept for everyone, keyed without Vary.
@@ -512,6 +509,10 @@ impl Pipeline {
 /// The `outcome` label of a finished fetch, and the body bytes it brought.
 fn upstream_outcome(fetched: &Result<Fetched, FetchError>) -> (UpstreamOutcome, u64) {
     match fetched {
+        // Sniffing is a look at the first bytes; `admit` does it again to pick the format.
+        Ok(Fetched::Full(upstream)) if ImageFormat::sniff(&upstream.body).is_none() => {
+            (UpstreamOutcome::NotImage, upstream.body.len() as u64)
+        }
         Ok(Fetched::Full(upstream)) => (UpstreamOutcome::Ok, upstream.body.len() as u64),
         Ok(Fetched::NotModified(_)) => (UpstreamOutcome::NotModified, 0),
         Err(FetchError::NotFound(_)) => (UpstreamOutcome::NotFound, 0),

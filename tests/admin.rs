@@ -184,6 +184,7 @@ async fn scrape(proxy: &Proxy) -> BTreeMap<Series, f64> {
 async fn counters_move_by_exactly_the_requests_made() {
     let upstream = Upstream::start().await;
     upstream.route("/a.jpg", Route::image(photo()));
+    upstream.route("/page.html", Route::status(200).header("content-type", "text/html").body("<html></html>"));
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_with_admin(dir.path(), &[]).await;
     let client = client();
@@ -201,6 +202,8 @@ async fn counters_move_by_exactly_the_requests_made() {
     assert_eq!((variant.status, variant.x_cache()), (200, "MISS"));
     let health = get(&client, &proxy.path("/healthz")).await;
     assert_eq!(health.status, 200);
+    let page = get(&client, &proxy.url(&upstream.url("/page.html"))).await;
+    assert_eq!(page.status, 415);
 
     let after = scrape(&proxy).await;
     let moved = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
@@ -212,6 +215,7 @@ async fn counters_move_by_exactly_the_requests_made() {
         (("mirror", "404", "none"), 1.0),
         (("transform", "200", "MISS"), 1.0),
         (("health", "200", "none"), 1.0),
+        (("mirror", "415", "none"), 1.0),
     ]
     .into_iter()
     .map(|((route, status, cache), n)| ((route.to_owned(), status.to_owned(), cache.to_owned()), n))
@@ -232,15 +236,16 @@ async fn counters_move_by_exactly_the_requests_made() {
     let seconds = "mirage_http_request_duration_seconds_count";
     assert_eq!(moved(seconds, &[("route", "mirror"), ("cache", "HIT-MEMORY")]), 2.0);
     assert_eq!(moved(seconds, &[("route", "transform"), ("cache", "MISS")]), 1.0);
-    let mirror_bytes = (miss.body.len() * 3 + missing.body.len()) as f64;
+    let mirror_bytes = (miss.body.len() * 3 + missing.body.len() + page.body.len()) as f64;
     assert_eq!(moved("mirage_http_response_bytes_total", &[("route", "mirror")]), mirror_bytes);
     assert_eq!(moved("mirage_http_response_bytes_total", &[("route", "transform")]), variant.body.len() as f64);
 
-    // Upstream: one image (the variant was made from the cached original) and one 404.
+    // Upstream: one image (the variant was made from the cached original), one 404, one page that is no image.
     assert_eq!(moved("mirage_upstream_requests_total", &[("outcome", "ok")]), 1.0);
     assert_eq!(moved("mirage_upstream_requests_total", &[("outcome", "not_found")]), 1.0);
-    assert_eq!(moved("mirage_upstream_duration_seconds_count", &[]), 2.0);
-    assert_eq!(moved("mirage_upstream_bytes_total", &[]), photo().len() as f64);
+    assert_eq!(moved("mirage_upstream_requests_total", &[("outcome", "not_image")]), 1.0);
+    assert_eq!(moved("mirage_upstream_duration_seconds_count", &[]), 3.0);
+    assert_eq!(moved("mirage_upstream_bytes_total", &[]), (photo().len() + "<html></html>".len()) as f64);
     assert_eq!(value(&after, "mirage_upstream_inflight", &[]), 0.0);
     assert_eq!(moved("mirage_transform_duration_seconds_count", &[("format", "jpeg")]), 1.0);
     assert_eq!(value(&after, "mirage_transform_queue_depth", &[]), 0.0);

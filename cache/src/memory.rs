@@ -131,6 +131,8 @@ mod tests {
         assert!(mem.weighted_size() <= capacity, "{}", mem.weighted_size());
         assert!(mem.entry_count() > 0);
         assert!(mem.entry_count() < 500);
+        // Every entry not held was evicted, and counted (mirage_cache_evictions_total).
+        assert_eq!(mem.evictions(), 500 - mem.entry_count());
     }
 
     #[tokio::test]
@@ -158,6 +160,9 @@ mod tests {
         assert_eq!(got.body().len(), 10);
         mem.remove(&k).await;
         assert!(mem.get(&k).await.is_none());
+        // A removal is not an eviction.
+        mem.run_pending_tasks().await;
+        assert_eq!(mem.evictions(), 0);
     }
 
     #[tokio::test]

@@ -92,7 +92,7 @@ fn status_index(status: u16) -> usize {
 /// How an upstream fetch ended: the `outcome` label of `mirage_upstream_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamOutcome {
-    /// An image (or a body still to be checked) arrived.
+    /// An image arrived.
     Ok,
     /// 304: the stored copy is still good.
     NotModified,
@@ -236,16 +236,6 @@ impl Metrics {
         }
         self.upstream_seconds.observe(took);
         self.upstream_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// Reclassifies one fetch counted `ok` whose body then turned out not to be an image.
-    pub fn upstream_not_image(&self) {
-        if let Some(ok) = self.upstream.get(UpstreamOutcome::Ok as usize) {
-            ok.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(counter) = self.upstream.get(UpstreamOutcome::NotImage as usize) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// Counts one transform (decode, resize, encode) that produced `format`, and its time on the worker.
