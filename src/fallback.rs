@@ -118,8 +118,7 @@ impl Fallback {
 /// upstream's or the source's; gives `error` back otherwise, or when the fallback itself cannot be made as asked
 /// (then the client gets the real error page).
 ///
-/// The one place a fallback is served: count `mirage_fallback_responses_total{reason}` here, with
-/// `reason = public.code.as_str()`, on the `Ok` path.
+/// The one place a fallback is served, and counted (`mirage_fallback_responses_total{reason}`).
 pub async fn answer(
     pipeline: &Pipeline,
     request: &ImageRequest,
@@ -146,9 +145,12 @@ pub async fn answer(
         }
     };
     tracing::debug!(code = public.code.as_str(), %error, "answered with the fallback image");
+    pipeline.metrics().fallback(public.code);
     let status = fallback.status_for(public.status);
     let response = respond::fallback(&served, status, public.code, fallback.ttl, head_only);
-    Ok((response, Outcome { cache_status: Some(CacheStatus::Fallback), error_code: Some(public.code) }))
+    let outcome =
+        Outcome { cache_status: Some(CacheStatus::Fallback), error_code: Some(public.code), ..Outcome::default() };
+    Ok((response, outcome))
 }
 
 #[cfg(test)]

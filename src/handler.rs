@@ -4,6 +4,7 @@ use http::{Method, Request, Response};
 
 use crate::error::{Error, ErrorCode};
 use crate::fallback;
+use crate::metrics::RouteKind;
 use crate::pipeline::{CacheStatus, Pipeline};
 use crate::request::{Route, parse_route};
 use crate::respond::{self, Body};
@@ -15,13 +16,16 @@ pub struct Outcome {
     pub cache_status: Option<CacheStatus>,
     /// The stable code of the error, when there was one.
     pub error_code: Option<ErrorCode>,
+    /// What kind of request it was, for metrics.
+    pub route: RouteKind,
 }
 
 /// Answers one request. Never fails: every error becomes a response here.
 pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<Body>, Outcome) {
     let head_only = request.method() == Method::HEAD;
-    match route(pipeline, request).await {
-        Ok(response) => response,
+    let mut kind = RouteKind::Other;
+    match route(pipeline, request, &mut kind).await {
+        Ok((response, outcome)) => (response, Outcome { route: kind, ..outcome }),
         Err(error) => {
             let public = error.public();
             // Only our own failures are errors here. Upstream's (502/504, and 503 overload) are logged where
@@ -32,7 +36,8 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
             } else {
                 tracing::debug!(code = public.code.as_str(), %error, "request refused");
             }
-            (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
+            let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: kind };
+            (respond::error(&public, head_only), outcome)
         }
     }
 }
@@ -42,10 +47,16 @@ pub fn refuse<B>(request: &Request<B>, error: &Error) -> (Response<Body>, Outcom
     let public = error.public();
     tracing::debug!(code = public.code.as_str(), %error, "request refused");
     let head_only = request.method() == Method::HEAD;
-    (respond::error(&public, head_only), Outcome { cache_status: None, error_code: Some(public.code) })
+    let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: RouteKind::Other };
+    (respond::error(&public, head_only), outcome)
 }
 
-async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response<Body>, Outcome), Error> {
+/// Routes and answers; sets `kind` as soon as the route is known, so that errors are counted under it too.
+async fn route<B>(
+    pipeline: &Pipeline,
+    request: &Request<B>,
+    kind: &mut RouteKind,
+) -> Result<(Response<Body>, Outcome), Error> {
     let method = request.method();
     let head_only = method == Method::HEAD;
     if method == Method::OPTIONS {
@@ -57,14 +68,21 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     // Readiness (liveness is /healthz): 503 until the disk cache's index is built. Requests are answered before
     // that, so a load balancer may route here early; this tells one that waits for full speed.
     if request.uri().path() == "/readyz" {
+        *kind = RouteKind::Health;
         return Ok((readiness(pipeline.cache().is_ready(), head_only), Outcome::default()));
     }
     // Everything after the first `?`, raw: the target's own query belongs to it.
     let query = request.uri().query().unwrap_or_default();
     let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
     let (image_request, signature) = match parse_route(request.uri().path(), query, accept) {
-        Ok(Route::Health) => return Ok((respond::text("ok\n", head_only), Outcome::default())),
-        Ok(Route::Image { request, signature }) => (request, signature),
+        Ok(Route::Health) => {
+            *kind = RouteKind::Health;
+            return Ok((respond::text("ok\n", head_only), Outcome::default()));
+        }
+        Ok(Route::Image { request, signature }) => {
+            *kind = if request.variant.is_none() { RouteKind::Mirror } else { RouteKind::Transform };
+            (request, signature)
+        }
         Ok(Route::NotFound) => return Err(Error::NoRoute),
         Err(error) => return Err(error.into()),
     };
@@ -75,7 +93,7 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
         // Upstream's and the source's failures may be answered by the fallback image instead.
         Err(error) => return fallback::answer(pipeline, &image_request, error, head_only).await,
     };
-    let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
+    let outcome = Outcome { cache_status: Some(served.cache_status), ..Outcome::default() };
     Ok((respond::image(&served, head_only, request.headers()), outcome))
 }
 

@@ -15,7 +15,7 @@ mod refusal;
 mod stale;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mirage_cache::{
@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::fallback::Fallback;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::{Clock, Freshness, FreshnessPolicy, unix_seconds};
+use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::request::{ImageRequest, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
@@ -141,6 +142,8 @@ struct Inner {
     health: UpstreamHealth,
     /// The placeholder answered for upstream's and the source's failures (`serve --fallback-image`).
     fallback: Option<Fallback>,
+    /// What the admin listener's `/metrics` reports.
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -163,6 +166,7 @@ impl Pipeline {
                 clock: config.clock.clone(),
                 health: UpstreamHealth::new(config.retry_interval),
                 fallback: config.fallback.clone(),
+                metrics: Arc::new(Metrics::default()),
             }),
         })
     }
@@ -170,6 +174,21 @@ impl Pipeline {
     /// The cache tiers.
     pub fn cache(&self) -> &TieredCache {
         &self.inner.cache
+    }
+
+    /// The counters `/metrics` reports.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Requests so far that joined a fill already running for their key instead of starting one.
+    pub fn coalesced_requests(&self) -> u64 {
+        self.inner.fills.joined()
+    }
+
+    /// Transforms waiting for a worker right now.
+    pub fn transform_queue_depth(&self) -> usize {
+        self.inner.cpu.queued()
     }
 
     /// The clock freshness is judged by.
@@ -302,16 +321,26 @@ impl Pipeline {
         let options = variant.options.clone();
         let accepts = variant.accepts;
         let limits = self.inner.limits.clone();
+        let metrics = Arc::clone(&self.inner.metrics);
         self.inner
             .cpu
             .run(move || {
+                // Timed on the worker: the time a transform costs, not the time it queued.
+                let started = Instant::now();
                 let info = transform::probe(&source)?;
                 let output = transform::choose_output(options.format(), accepts, &info);
-                transform::transform(&source, &options, output, &limits)
+                let encoded = transform::transform(&source, &options, output, &limits);
+                if let Ok(encoded) = &encoded {
+                    metrics.transformed(encoded.format, started.elapsed());
+                }
+                encoded
             })
             .await
             .map_err(|error| match error {
-                PoolError::Full => Error::Overloaded,
+                PoolError::Full => {
+                    self.inner.metrics.transform_rejected();
+                    Error::Overloaded
+                }
                 PoolError::Panicked => Error::Internal,
             })
             .and_then(|encoded| encoded.map_err(Error::from))
@@ -377,7 +406,12 @@ impl Pipeline {
                         etag: entry.meta().etag.clone(),
                         last_modified: entry.meta().last_modified.clone(),
                     });
+                    let inflight = self.inner.metrics.upstream_started();
+                    let started = Instant::now();
                     let fetched = self.inner.fetcher.fetch(request.target.url(), validators.as_ref()).await;
+                    drop(inflight);
+                    let (outcome, bytes) = upstream_outcome(&fetched);
+                    self.inner.metrics.upstream_finished(outcome, started.elapsed(), bytes);
                     self.inner.health.after_fetch(&host, fetched.as_ref().err(), self.inner.clock.now());
                     if let Some(error) = fetched.as_ref().err()
                         && !matches!(error, FetchError::NotFound(_))
@@ -485,6 +519,30 @@ impl Pipeline {
             Freshness::NoStore => Served::uncacheable(entry, CacheStatus::Miss, false, stored_at),
             Freshness::Private => Served::uncacheable(entry, CacheStatus::Miss, true, stored_at),
         })
+    }
+}
+
+/// The `outcome` label of a finished fetch, and the body bytes it brought.
+fn upstream_outcome(fetched: &Result<Fetched, FetchError>) -> (UpstreamOutcome, u64) {
+    match fetched {
+        // Sniffing is a look at the first bytes; `admit` does it again to pick the format.
+        Ok(Fetched::Full(upstream)) if ImageFormat::sniff(&upstream.body).is_none() => {
+            (UpstreamOutcome::NotImage, upstream.body.len() as u64)
+        }
+        Ok(Fetched::Full(upstream)) => (UpstreamOutcome::Ok, upstream.body.len() as u64),
+        Ok(Fetched::NotModified(_)) => (UpstreamOutcome::NotModified, 0),
+        Err(FetchError::NotFound(_)) => (UpstreamOutcome::NotFound, 0),
+        Err(FetchError::UpstreamStatus(status)) if (400..500).contains(status) => (UpstreamOutcome::Refused, 0),
+        Err(FetchError::Forbidden(_) | FetchError::HostRule(_)) => (UpstreamOutcome::Refused, 0),
+        Err(FetchError::TooLarge { .. }) => (UpstreamOutcome::TooLarge, 0),
+        Err(FetchError::Timeout) => (UpstreamOutcome::Timeout, 0),
+        Err(
+            FetchError::UpstreamStatus(_)
+            | FetchError::TooManyRedirects(_)
+            | FetchError::BadRedirect(_)
+            | FetchError::Connect(_)
+            | FetchError::Body(_),
+        ) => (UpstreamOutcome::Error, 0),
     }
 }
 

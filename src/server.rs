@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 mod access_log;
 mod send_timeout;
 
+use crate::admin;
 use crate::config::Config;
 use crate::error::Error;
 use crate::handler;
@@ -26,9 +27,33 @@ use send_timeout::SendTimeout;
 /// Serves HTTP on an already-bound `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish (at most `config.shutdown_timeout`), waits for running fills and queued cache writes (at most
 /// `config.shutdown_timeout` again) and returns.
+///
+/// With `config.admin`, the admin listener is bound here too (before the public `listening` line is logged) and
+/// stops accepting when the public listener does.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     let pipeline = Pipeline::new(&config.pipeline).await?;
-    serve_with(listener, pipeline, &config, shutdown).await;
+    let Some(admin_config) = config.admin.clone() else {
+        serve_with(listener, pipeline, &config, shutdown).await;
+        return Ok(());
+    };
+    let admin_listener = admin::bind(&admin_config).await?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        pipeline.clone(),
+        admin_config,
+        config.shutdown_timeout,
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    serve_with(listener, pipeline, &config, async move {
+        shutdown.await;
+        let _ = stop_admin.send(());
+    })
+    .await;
+    // The admin task stopped accepting with the public one and had the same grace period to finish.
+    let _ = admin.await;
     Ok(())
 }
 
@@ -76,6 +101,7 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = pipeline.metrics().connection();
         let pipeline = pipeline.clone();
         let max_uri_bytes = config.max_uri_bytes;
         let service = service_fn(move |request: hyper::Request<Incoming>| {
@@ -90,7 +116,10 @@ pub async fn serve_with(
                 };
                 let bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
                 let status = response.status().as_u16();
-                access_log::record(request.method(), request.uri(), status, outcome, bytes, started, peer);
+                // One clock read serves the metrics and the access log.
+                let took = started.elapsed();
+                pipeline.metrics().request(outcome.route, status, outcome.cache_status, bytes, took);
+                access_log::record(request.method(), request.uri(), status, outcome, bytes, took, peer);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -100,7 +129,7 @@ pub async fn serve_with(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
-            drop(slot);
+            drop((slot, open));
         });
     }
     drop(listener);

@@ -23,16 +23,30 @@ pub struct CpuPool {
     admitted: Arc<Semaphore>,
     /// Jobs running.
     running: Arc<Semaphore>,
+    /// `workers + queue`: all of `admitted`'s permits.
+    capacity: usize,
+    /// `workers`: all of `running`'s permits.
+    workers: usize,
 }
 
 impl CpuPool {
     /// A pool running `workers` jobs at once with `queue` more waiting.
     pub fn new(workers: usize, queue: usize) -> CpuPool {
         let workers = workers.max(1);
+        let capacity = workers.saturating_add(queue);
         CpuPool {
-            admitted: Arc::new(Semaphore::new(workers.saturating_add(queue))),
+            admitted: Arc::new(Semaphore::new(capacity)),
             running: Arc::new(Semaphore::new(workers)),
+            capacity,
+            workers,
         }
+    }
+
+    /// Jobs admitted that wait for a worker (read from the two semaphores, so a moment's answer, for metrics).
+    pub fn queued(&self) -> usize {
+        let admitted = self.capacity.saturating_sub(self.admitted.available_permits());
+        let running = self.workers.saturating_sub(self.running.available_permits());
+        admitted.saturating_sub(running)
     }
 
     /// Runs `job` on a blocking thread when a worker is free, or refuses at once when the queue is full.

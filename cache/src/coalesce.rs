@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -52,17 +53,22 @@ struct Slots<T, E> {
 /// owns one coalescer per result type. Cheap to clone; clones share the in-flight fills.
 pub struct Coalescer<T, E> {
     slots: Arc<Mutex<Slots<T, E>>>,
+    /// Calls that joined a fill already running instead of starting one (a metric; never reset).
+    joined: Arc<AtomicU64>,
 }
 
 impl<T, E> Clone for Coalescer<T, E> {
     fn clone(&self) -> Self {
-        Coalescer { slots: Arc::clone(&self.slots) }
+        Coalescer { slots: Arc::clone(&self.slots), joined: Arc::clone(&self.joined) }
     }
 }
 
 impl<T, E> Default for Coalescer<T, E> {
     fn default() -> Self {
-        Coalescer { slots: Arc::new(Mutex::new(Slots { inflight: HashMap::new(), next_id: 0 })) }
+        Coalescer {
+            slots: Arc::new(Mutex::new(Slots { inflight: HashMap::new(), next_id: 0 })),
+            joined: Arc::new(AtomicU64::new(0)),
+        }
     }
 }
 
@@ -117,7 +123,10 @@ where
         let shared = {
             let mut slots = lock(&self.slots);
             match slots.inflight.get(&key) {
-                Some((_, existing)) => existing.clone(),
+                Some((_, existing)) => {
+                    self.joined.fetch_add(1, Ordering::Relaxed);
+                    existing.clone()
+                }
                 None => {
                     // Spawning under the lock is cheap (no await) and makes "check, then
                     // register" atomic, so exactly one caller becomes the leader. `fill()`
@@ -141,6 +150,12 @@ where
             }
         };
         shared.await
+    }
+
+    /// How many calls so far joined a fill that was already running for their key (each saved a fetch or a
+    /// transform).
+    pub fn joined(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
     }
 
     /// Resolves once no fill is running (shutdown: fills whose clients hung up still store what they fetched,

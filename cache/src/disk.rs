@@ -91,6 +91,8 @@ pub struct DiskTier {
     indexed: AtomicBool,
     /// Held while a re-scan runs (one at a time).
     reconciling: Mutex<()>,
+    /// Entries deleted to keep within the budget (a metric; never reset).
+    evictions: AtomicU64,
 }
 
 impl DiskTier {
@@ -116,6 +118,7 @@ impl DiskTier {
             tmp_counter: AtomicU64::new(0),
             indexed: AtomicBool::new(false),
             reconciling: Mutex::new(()),
+            evictions: AtomicU64::new(0),
         };
         let removed_tmp = tier.clean_tmp()?;
         if removed_tmp > 0 {
@@ -175,6 +178,7 @@ impl DiskTier {
             }
         };
         let evicted = victims.len() as u64;
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
         if evicted > 0 && !first {
             tracing::debug!(evicted, "disk cache over budget after a re-scan; evicted");
         }
@@ -422,6 +426,11 @@ impl DiskTier {
     /// The byte budget.
     pub fn capacity(&self) -> u64 {
         self.lock().capacity()
+    }
+
+    /// Entries evicted so far to keep within the byte budget.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Number of indexed entries.

@@ -20,6 +20,8 @@ pub struct MemoryTier {
     capacity_bytes: u64,
     /// Bytes inserted since moka last applied its evictions (see `insert`).
     unsettled: Arc<AtomicU64>,
+    /// Entries dropped to stay within the budget (a metric; never reset).
+    evictions: Arc<AtomicU64>,
 }
 
 /// Evictions are applied once inserts not yet settled reach this share of the budget.
@@ -40,8 +42,20 @@ fn weigh(_key: &CacheKey, entry: &Entry) -> u32 {
 impl MemoryTier {
     /// A tier holding at most about `capacity_bytes` of entries.
     pub fn new(capacity_bytes: u64) -> MemoryTier {
-        let cache = Cache::builder().max_capacity(capacity_bytes).weigher(weigh).build();
-        MemoryTier { cache, capacity_bytes, unsettled: Arc::new(AtomicU64::new(0)) }
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&evictions);
+        // moka calls the listener when it applies an eviction (on inserts and housekeeping), never on a read,
+        // so counting here costs a hit nothing. Removals and replacements are not evictions.
+        let cache = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(weigh)
+            .eviction_listener(move |_key, _entry, cause| {
+                if cause.was_evicted() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        MemoryTier { cache, capacity_bytes, unsettled: Arc::new(AtomicU64::new(0)), evictions }
     }
 
     /// The entry for `key`, if cached (a cheap clone: the body is shared).
@@ -84,6 +98,11 @@ impl MemoryTier {
         self.cache.entry_count()
     }
 
+    /// Entries evicted so far to stay within the byte budget.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
     /// Applies moka's deferred bookkeeping (evictions, size counters); moka has no
     /// background thread, so tests and metrics call this before reading sizes.
     pub async fn run_pending_tasks(&self) {
@@ -112,6 +131,8 @@ mod tests {
         assert!(mem.weighted_size() <= capacity, "{}", mem.weighted_size());
         assert!(mem.entry_count() > 0);
         assert!(mem.entry_count() < 500);
+        // Every entry not held was evicted, and counted (mirage_cache_evictions_total).
+        assert_eq!(mem.evictions(), 500 - mem.entry_count());
     }
 
     #[tokio::test]
@@ -139,6 +160,9 @@ mod tests {
         assert_eq!(got.body().len(), 10);
         mem.remove(&k).await;
         assert!(mem.get(&k).await.is_none());
+        // A removal is not an eviction.
+        mem.run_pending_tasks().await;
+        assert_eq!(mem.evictions(), 0);
     }
 
     #[tokio::test]

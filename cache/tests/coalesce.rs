@@ -55,6 +55,8 @@ async fn fifty_callers_one_fill() {
         results.push(t.await.unwrap().unwrap());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // 49 joined the one fill (mirage_coalesced_requests_total).
+    assert_eq!(cache.joined(), 49);
     // Everyone got a clone of the one result, not a separately computed equal value.
     assert!(results.iter().all(|r| Arc::ptr_eq(r, &results[0])));
 }

@@ -188,6 +188,7 @@ fn reopen_with_smaller_budget_evicts_by_mtime() {
     };
     let disk = DiskTier::open(dir.path(), size * 2 - 3 * 4096).unwrap();
     assert_eq!(disk.entry_count(), 2);
+    assert_eq!(disk.evictions(), 1, "the eviction is counted (mirage_cache_evictions_total)");
     assert!(!disk.path_of(&key(2)).exists());
     assert!(disk.read(&key(0)).unwrap().is_some());
     assert!(disk.read(&key(1)).unwrap().is_some());

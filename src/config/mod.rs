@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::admin::AdminConfig;
 use crate::fallback::{Fallback, FallbackStatus};
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
 use crate::freshness::{Clock, FreshnessPolicy};
@@ -260,6 +261,19 @@ pub struct ServeArgs {
     /// Refuse (403) requests without a valid `sig`; needs at least one --signing-key.
     #[arg(long, env = "MIRAGE_REQUIRE_SIGNATURE")]
     pub require_signature: bool,
+
+    /// Address and port of the admin listener (`/metrics`, `/purge`, `/healthz`, `/readyz`), e.g.
+    /// 127.0.0.1:9180 [default: off]. A non-loopback address needs --admin-token.
+    #[arg(long, value_name = "ADDR", env = "MIRAGE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Bearer token the admin listener requires for `/purge`, and for `/metrics` unless --metrics-public.
+    #[arg(long, value_name = "TOKEN", env = "MIRAGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Serve `/metrics` on the admin listener without the token (`/purge` still needs it).
+    #[arg(long, env = "MIRAGE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
 
     /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -521,6 +535,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Longest time a response may go without the client taking a byte; past it, the connection is closed.
     pub send_timeout: Duration,
+    /// The admin listener, when `--admin-listen` is given.
+    pub admin: Option<AdminConfig>,
 }
 
 impl ServeArgs {
@@ -544,6 +560,7 @@ impl ServeArgs {
         if self.require_signature && self.signing_keys.is_empty() {
             return Err("--require-signature needs at least one --signing-key".into());
         }
+        let admin = AdminConfig::from_flags(self.admin_listen, self.admin_token, self.metrics_public)?;
         let mut pipeline = self.pipeline.into_config_as(CacheRole::Owner)?;
         pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
         pipeline.fallback = match &self.fallback_image {
@@ -560,6 +577,7 @@ impl ServeArgs {
             max_uri_bytes: usize::try_from(self.max_uri_bytes).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
             send_timeout: self.send_timeout,
+            admin,
         })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::Duration;
 
 use http::{Method, Uri};
 use percent_encoding::percent_decode_str;
@@ -23,7 +23,7 @@ pub(super) fn record(
     status: u16,
     outcome: Outcome,
     bytes: u64,
-    started: Instant,
+    took: Duration,
     peer: SocketAddr,
 ) {
     if !tracing::enabled!(tracing::Level::INFO) {
@@ -54,7 +54,7 @@ pub(super) fn record(
         x_cache = outcome.cache_status.map_or("-", |status| status.as_str()),
         error = outcome.error_code.map_or("-", ErrorCode::as_str),
         bytes,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms = took.as_secs_f64() * 1000.0,
         %peer,
         "request"
     );

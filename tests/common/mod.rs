@@ -362,6 +362,8 @@ pub async fn dead_addr() -> SocketAddr {
 /// server in-process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the process was started with `--admin-listen` (child processes only).
+    pub admin_addr: Option<SocketAddr>,
     running: Running,
 }
 
@@ -415,10 +417,17 @@ impl Proxy {
                 log.push('\n');
             }
         });
-        let mut proxy =
-            Proxy { addr: SocketAddr::from(([127, 0, 0, 1], 0)), running: Running::Child { child: Some(child), log } };
+        let mut proxy = Proxy {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
+            running: Running::Child { child: Some(child), log },
+        };
         match addr_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => proxy.addr = addr,
+            Ok(addr) => {
+                proxy.addr = addr;
+                // The admin listener is bound and logged before the public one, so its line is in the log now.
+                proxy.admin_addr = proxy.log().lines().find_map(|line| logged_address(line, "admin listening"));
+            }
             Err(_) => {
                 let Running::Child { child, log } = &mut proxy.running else { unreachable!() };
                 let status = child.as_mut().unwrap().try_wait().unwrap();
@@ -446,7 +455,7 @@ impl Proxy {
         let join = tokio::spawn(mirage::server::serve(listener, config, async {
             let _ = shutdown_rx.await;
         }));
-        Proxy { addr, running: Running::InProcess { shutdown_tx, join } }
+        Proxy { addr, admin_addr: None, running: Running::InProcess { shutdown_tx, join } }
     }
 
     /// The `mirage serve` process with a disk cache in `dir`, allowed to reach loopback upstreams, plus `flags`.
@@ -470,6 +479,12 @@ impl Proxy {
     /// `http://PROXY{path}`.
     pub fn path(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADMIN{path}`; panics when the proxy has no admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        let admin = self.admin_addr.expect("started with --admin-listen (as a process)");
+        format!("http://{admin}{path}")
     }
 
     /// What the `mirage serve` process has logged so far (empty for an in-process server).
@@ -546,9 +561,14 @@ fn local_flags(dir: &Path, flags: &[&str]) -> Vec<String> {
 
 /// The address in the server's JSON "listening" line, if `line` is it.
 fn listening_address(line: &str) -> Option<SocketAddr> {
+    logged_address(line, "listening")
+}
+
+/// The `address` of a JSON log line whose message is `message`.
+fn logged_address(line: &str, message: &str) -> Option<SocketAddr> {
     // Events are flattened: their fields sit beside `level` and `target`.
     let fields: serde_json::Value = serde_json::from_str(line).ok()?;
-    if fields.get("message")?.as_str()? != "listening" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("address")?.as_str()?.parse().ok()
