@@ -41,6 +41,16 @@ impl CacheKey {
         hex::encode(self.0)
     }
 
+    /// `mirage-` and the first 16 hex digits of the key: the short name of a source that answers carry as a CDN
+    /// cache tag (`Cache-Tag`, `Surrogate-Key`) and that a purge reports, so a CDN can drop a source and every
+    /// variant of it at once. 64 bits: collisions between the sources of one site are not a practical concern.
+    pub fn tag(&self) -> String {
+        let mut tag = String::with_capacity(7 + 16);
+        tag.push_str("mirage-");
+        tag.push_str(&hex::encode(&self.0[..8]));
+        tag
+    }
+
     /// Parses 64 hex characters (either case) back into a key; anything else is `None`.
     pub fn from_hex(s: &str) -> Option<CacheKey> {
         if s.len() != 64 {
