@@ -71,7 +71,7 @@ async fn route<B>(pipeline: &Pipeline, request: &Request<B>) -> Result<(Response
     pipeline.signing().check(&image_request, signature.as_deref())?;
     let served = pipeline.get(&image_request).await?;
     let outcome = Outcome { cache_status: Some(served.cache_status), error_code: None };
-    Ok((respond::image(&served, head_only, request.headers()), outcome))
+    Ok((respond::image(&served, head_only, request.headers(), pipeline.cache_tag_header()), outcome))
 }
 
 /// `GET /readyz`: 200 `ready`, or 503 `starting` (no-store, like `/healthz`).

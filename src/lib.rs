@@ -4,6 +4,7 @@
 //! HTTP request into a `request::ImageRequest`, `pipeline` answers it from the cache tiers or by `fetch`ing
 //! upstream, and `respond` writes the answer. `error` is the one place where failures become HTTP statuses.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod fetch;

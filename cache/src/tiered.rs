@@ -52,14 +52,40 @@ pub struct PurgeGeneration {
 /// map that grows with what was purged. Sharing a stripe only costs an unrelated fill its store (a later miss).
 struct PurgeGenerations {
     stripes: [AtomicU64; PURGE_STRIPES],
+    /// Bumped when any purge starts and again when it ends.
     any: AtomicU64,
+    /// Purges under way.
+    running: AtomicU64,
 }
 
 impl PurgeGenerations {
     fn new() -> PurgeGenerations {
-        PurgeGenerations { stripes: std::array::from_fn(|_| AtomicU64::new(0)), any: AtomicU64::new(0) }
+        PurgeGenerations {
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            any: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+        }
     }
 
+    /// Whether a copy read from disk while `any` was `before` may have been missed by a purge: one started or
+    /// ended since, or one is running (it may not have reached the disk yet, or a racing write may be undone).
+    fn may_have_missed(&self, before: u64) -> bool {
+        self.running.load(Ordering::SeqCst) > 0 || self.any.load(Ordering::SeqCst) != before
+    }
+}
+
+/// Ends a purge when dropped, also when the purging task is cancelled midway: a purge left "running" for ever
+/// would cost every later disk hit its promotion to memory.
+struct PurgeRunning<'a>(&'a PurgeGenerations);
+
+impl Drop for PurgeRunning<'_> {
+    fn drop(&mut self) {
+        self.0.any.fetch_add(1, Ordering::SeqCst);
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PurgeGenerations {
     fn stripe(source: &CacheKey) -> usize {
         usize::from(source.as_bytes()[0]) % PURGE_STRIPES
     }
@@ -76,9 +102,11 @@ impl PurgeGenerations {
 
     /// Called by a purge before it removes anything: a store that checks after writing then sees the bump
     /// whenever its write could have come after the purge's removal (see `TieredCache::store_unless_purged`).
-    fn bump(&self, source: &CacheKey) {
+    fn begin(&self, source: &CacheKey) -> PurgeRunning<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
         self.stripes[PurgeGenerations::stripe(source)].fetch_add(1, Ordering::SeqCst);
         self.any.fetch_add(1, Ordering::SeqCst);
+        PurgeRunning(self)
     }
 }
 
@@ -380,9 +408,10 @@ impl TieredCache {
         match read {
             Ok(Ok(Some(entry))) => {
                 self.inner.memory.insert(*key, entry.clone()).await;
-                // A purge that ran while the file was read may have missed this copy in memory: drop it (the
-                // next lookup reads the disk again, where the purge has removed what it had to).
-                if self.inner.purges.any.load(Ordering::SeqCst) != purges_before {
+                // A purge that ran, or runs, while the file was read may miss this copy in memory: drop it (the
+                // next lookup reads the disk again, where the purge has removed what it had to). Purges are rare,
+                // so this costs a disk hit its promotion only then.
+                if self.inner.purges.may_have_missed(purges_before) {
                     self.inner.memory.remove(key).await;
                 }
                 classify(entry, Tier::Disk)
@@ -489,15 +518,21 @@ impl TieredCache {
     /// per-operation timeout (it may first have to finish building the index), also while the disk is bypassed:
     /// a purge must not silently leave files behind.
     pub async fn purge(&self, source: &CacheKey) -> usize {
-        self.inner.purges.bump(source);
+        let running = self.inner.purges.begin(source);
         let mut removed = self.inner.memory.purge_source(source).await;
         if let Some(disk) = self.inner.disk.clone() {
+            // A disk write queued before the purge began may be landing now: each one undoes itself when it sees
+            // the purge (see `store_checked`), but its file exists for a moment. Waiting for the queued writes
+            // (at most MAX_PENDING_WRITES) closes that window before the purge answers; writes queued from now on
+            // see the purge before writing.
+            self.flush().await;
             let source = *source;
             match tokio::task::spawn_blocking(move || disk.purge_source(&source)).await {
                 Ok(keys) => removed.extend(keys),
                 Err(error) => tracing::warn!(%error, "disk purge panicked"),
             }
         }
+        drop(running);
         removed.sort_unstable();
         removed.dedup();
         removed.len()

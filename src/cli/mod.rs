@@ -1,7 +1,8 @@
-//! The commands of the `mirage` binary that print and return an exit code: `sign`, `urls` and `warm`. The library
+//! The commands of the `mirage` binary that print and return an exit code: `sign`, `urls`, `warm` and `purge`. The library
 //! keeps the reusable parts (signing, URL extraction, the warm engine and its report); here they meet the terminal.
 
 mod progress;
+pub mod purge;
 pub mod sign;
 mod signals;
 pub mod urls;

@@ -42,6 +42,34 @@ pub enum Command {
     Warm(WarmArgs),
     /// Print the signed path of a target URL or request path, for servers run with `--signing-key`.
     Sign(SignArgs),
+    /// Remove images (each original and every variant of it) from a running server's cache (`--server`) or from
+    /// a cache directory (`--cache-dir`).
+    Purge(PurgeArgs),
+}
+
+/// The flags of `mirage purge`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "purge")]
+pub struct PurgeArgs {
+    /// Image URLs in any spelling the server accepts (raw, percent-encoded, `/{options}/?URL`, behind a Mirage host
+    /// or the CORS proxy); `-` reads URLs from standard input and `@FILE` from a file, one per line (blank lines and
+    /// `#` comments skipped).
+    #[arg(required = true, value_name = "URL|-|@FILE")]
+    pub urls: Vec<String>,
+
+    /// Purge through a running server's admin listener (e.g. http://127.0.0.1:9180): POST {URL}/purge. Purges
+    /// memory and disk; use it whenever a server runs on the cache.
+    #[arg(long, value_name = "ADMIN_URL")]
+    pub server: Option<url::Url>,
+
+    /// The admin token of the server (`Authorization: Bearer`), with --server.
+    #[arg(long, value_name = "TOKEN", env = "MIRAGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Purge this disk cache directly (without --server) [default: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
+    /// Safe while a server runs on it (files are removed by key), but that server's memory keeps its copies.
+    #[arg(long, value_name = "DIR", env = "MIRAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The flags of `mirage sign`.
@@ -197,6 +225,12 @@ pub struct ServeArgs {
     /// Refuse (403) requests without a valid `sig`; needs at least one --signing-key.
     #[arg(long, env = "MIRAGE_REQUIRE_SIGNATURE")]
     pub require_signature: bool,
+
+    /// Response header naming each image's source for CDN purge by tag: `Cache-Tag` (Cloudflare), `Surrogate-Key`
+    /// (Fastly), another name, or `off`. Its value is `mirage-` and 16 hex digits of the source's cache key, the
+    /// same for the original and every variant of it.
+    #[arg(long, value_name = "NAME", env = "MIRAGE_CACHE_TAG_HEADER", default_value = "Cache-Tag")]
+    pub cache_tag_header: String,
 
     /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -421,6 +455,37 @@ pub struct PipelineConfig {
     pub signing: SigningPolicy,
     /// The time freshness is judged by: the system clock, except in tests that move time by hand.
     pub clock: Clock,
+    /// The header that names an image's source for CDN purge by tag (`--cache-tag-header`); `None`: not sent.
+    pub cache_tag_header: Option<http::HeaderName>,
+}
+
+/// `--cache-tag-header`: `off` (any case) sends none; anything else must be a header name that is not one Mirage
+/// sets itself for another purpose.
+fn parse_cache_tag_header(text: &str) -> Result<Option<http::HeaderName>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let name = http::HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("--cache-tag-header {text:?} is not a header name (or `off`)"))?;
+    let reserved = [
+        http::header::CACHE_CONTROL,
+        http::header::CONTENT_TYPE,
+        http::header::CONTENT_LENGTH,
+        http::header::ETAG,
+        http::header::LAST_MODIFIED,
+        http::header::AGE,
+        http::header::VARY,
+        http::header::CONTENT_SECURITY_POLICY,
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderName::from_static("x-cache"),
+    ];
+    if reserved.contains(&name) {
+        return Err(format!("--cache-tag-header {text}: Mirage sets that header itself"));
+    }
+    Ok(Some(name))
 }
 
 /// The validated configuration of the service.
@@ -465,6 +530,7 @@ impl ServeArgs {
         }
         let mut pipeline = self.pipeline.into_config_as(CacheRole::Owner)?;
         pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
+        pipeline.cache_tag_header = parse_cache_tag_header(&self.cache_tag_header)?;
         Ok(Config {
             pipeline,
             max_connections: self.max_connections,
@@ -553,6 +619,8 @@ impl PipelineArgs {
             retry_interval: self.retry_interval,
             signing: SigningPolicy::default(),
             clock: Clock::system(),
+            // `serve` sets it from --cache-tag-header; the default here is serve's default.
+            cache_tag_header: Some(http::HeaderName::from_static("cache-tag")),
         })
     }
 }

@@ -1,0 +1,3 @@
+//! The administrative surface: what the admin listener answers (`POST /purge`, ...), never the public port.
+
+pub mod purge;
