@@ -81,7 +81,26 @@ fn read_urls(args: &[String]) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// POSTs the URLs to `{server}/purge`, at most `MAX_URLS` a request, and merges the answers.
+/// The URLs as request bodies of one per line, each within the server's bounds (`MAX_URLS`, `MAX_BODY_BYTES`).
+fn bodies(urls: &[String]) -> Vec<String> {
+    let mut bodies = vec![String::new()];
+    let mut count = 0;
+    for url in urls {
+        let Some(body) = bodies.last_mut() else { break };
+        if count == MAX_URLS || (!body.is_empty() && body.len() + url.len() + 1 > MAX_BODY_BYTES) {
+            bodies.push(String::new());
+            count = 0;
+        }
+        if let Some(body) = bodies.last_mut() {
+            body.push_str(url);
+            body.push('\n');
+            count += 1;
+        }
+    }
+    bodies
+}
+
+/// POSTs the URLs to `{server}/purge`, in as many requests as the server's bounds need, and merges the answers.
 async fn through_server(server: &url::Url, token: Option<&str>, urls: &[String]) -> Result<Report, Failure> {
     let endpoint = format!("{}/purge", server.as_str().trim_end_matches('/'));
     let client = reqwest::Client::builder()
@@ -90,8 +109,8 @@ async fn through_server(server: &url::Url, token: Option<&str>, urls: &[String])
         .build()
         .map_err(|error| (format!("building the HTTP client: {error}"), 1))?;
     let mut report = Report::default();
-    for chunk in urls.chunks(MAX_URLS) {
-        let mut request = client.post(&endpoint).body(chunk.join("\n"));
+    for body in bodies(urls) {
+        let mut request = client.post(&endpoint).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -139,4 +158,23 @@ fn purge_directory(dir: &Path, urls: &[String]) -> Result<Report, Failure> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stay_within_the_servers_bounds() {
+        let urls: Vec<String> = (0..MAX_URLS + 5).map(|i| format!("http://h.example/{i}.jpg")).collect();
+        let split = bodies(&urls);
+        assert_eq!(split.len(), 2);
+        assert_eq!(split[0].lines().count(), MAX_URLS);
+        assert_eq!(split.concat().lines().count(), urls.len());
+        let long: Vec<String> =
+            (0..3).map(|i| format!("http://h.example/{i}/{}", "a".repeat(MAX_BODY_BYTES / 2))).collect();
+        let split = bodies(&long);
+        assert_eq!(split.len(), 3);
+        assert!(split.iter().all(|body| body.len() <= MAX_BODY_BYTES));
+    }
 }
