@@ -63,7 +63,12 @@ async fn route<B>(
         return Ok((respond::preflight(request.headers()), Outcome::default()));
     }
     if method != Method::GET && !head_only {
-        return Err(Error::MethodNotAllowed);
+        // 405 is for our routes; a path that is none of them is a 404 whatever the method, so `POST /purge` here
+        // says "no such thing" exactly as `GET /purge` does (purge lives on the admin listener only).
+        let path = request.uri().path();
+        let query = request.uri().query().unwrap_or_default();
+        let ours = path == "/readyz" || !matches!(parse_route(path, query, None), Ok(Route::NotFound));
+        return Err(if ours { Error::MethodNotAllowed } else { Error::NoRoute });
     }
     // Readiness (liveness is /healthz): 503 until the disk cache's index is built. Requests are answered before
     // that, so a load balancer may route here early; this tells one that waits for full speed.
@@ -94,7 +99,7 @@ async fn route<B>(
         Err(error) => return fallback::answer(pipeline, &image_request, error, head_only).await,
     };
     let outcome = Outcome { cache_status: Some(served.cache_status), ..Outcome::default() };
-    Ok((respond::image(&served, head_only, request.headers()), outcome))
+    Ok((respond::image(&served, head_only, request.headers(), pipeline.cache_tag_header()), outcome))
 }
 
 /// `GET /readyz`: 200 `ready`, or 503 `starting` (no-store, like `/healthz`).

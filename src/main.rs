@@ -23,6 +23,12 @@ fn main() -> ExitCode {
     {
         Cli::command().error(ErrorKind::ArgumentConflict, "--server and --cache-dir cannot be used together").exit();
     }
+    if let Some(("purge", purge)) = matches.subcommand()
+        && purge.contains_id("server")
+        && purge.value_source("cache_dir") == Some(ValueSource::CommandLine)
+    {
+        Cli::command().error(ErrorKind::ArgumentConflict, "--server and --cache-dir cannot be used together").exit();
+    }
     // reqwest is built without a default TLS provider (aws-lc is a heavy build): choose ring, once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -42,6 +48,11 @@ fn main() -> ExitCode {
         }
         Command::Sign(args) => return cli::sign::run(&args),
         Command::Cache(args) => return cli::cache::run(&args),
+        Command::Purge(args) => {
+            let code = runtime.block_on(cli::purge::run(args));
+            runtime.shutdown_background();
+            return code;
+        }
     };
     // The server's own shutdown is bounded (--shutdown-timeout); what still runs past it, such as a read blocked
     // on a hung disk, is abandoned. Dropping the runtime instead would wait for its blocking threads forever.

@@ -11,6 +11,7 @@
 //! schedule).
 
 mod fallback;
+mod purge;
 mod refusal;
 mod stale;
 
@@ -18,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use mirage_cache::{
-    CacheKey, Coalescer, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
-};
+use mirage_cache::{Coalescer, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache};
 use tokio::sync::Semaphore;
 
+use self::purge::{StoreAt, sourced};
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::fallback::Fallback;
@@ -144,6 +144,8 @@ struct Inner {
     fallback: Option<Fallback>,
     /// What the admin listener's `/metrics` reports.
     metrics: Arc<Metrics>,
+    /// The header naming an image's source for CDN purge by tag (`--cache-tag-header`), if any.
+    cache_tag_header: Option<http::HeaderName>,
 }
 
 impl Pipeline {
@@ -167,6 +169,7 @@ impl Pipeline {
                 health: UpstreamHealth::new(config.retry_interval),
                 fallback: config.fallback.clone(),
                 metrics: Arc::new(Metrics::default()),
+                cache_tag_header: config.cache_tag_header.clone(),
             }),
         })
     }
@@ -199,6 +202,11 @@ impl Pipeline {
     /// The fallback image, when `--fallback-image` is set.
     pub fn fallback_image(&self) -> Option<&Fallback> {
         self.inner.fallback.as_ref()
+    }
+
+    /// The header that names an image's source for CDN purge by tag, if one is sent (`--cache-tag-header`).
+    pub fn cache_tag_header(&self) -> Option<&http::HeaderName> {
+        self.inner.cache_tag_header.as_ref()
     }
 
     /// The signed-URL policy requests are checked against.
@@ -275,6 +283,8 @@ impl Pipeline {
     /// the rules of an original (see `stale`), also when the original itself is no longer cached.
     async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
+        // Taken before anything is read: a purge from here on keeps this fill from storing.
+        let at = self.store_at(key, request.source_key());
         let now = self.inner.clock.unix_now();
         let expired = match self.inner.cache.lookup(&key, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
@@ -283,7 +293,7 @@ impl Pipeline {
         };
         let original = match self.get_source(&request.target).await {
             Ok(original) => original,
-            Err(error) => return self.stale_variant_or(key, expired, error).await,
+            Err(error) => return self.stale_variant_or(at, expired, error).await,
         };
         // A variant's validator is the digest token of the original it was made from.
         let source_token = original.entry.etag_token();
@@ -298,12 +308,12 @@ impl Pipeline {
             let meta = original.entry.meta();
             let entry =
                 expired.refreshed(now, meta.expires_at.max(now), meta.freshness, mirage_cache::Validators::default());
-            return Ok(self.variant_answer(key, entry, &original, CacheStatus::Revalidated, now).await);
+            return Ok(self.variant_answer(at, entry, &original, CacheStatus::Revalidated, now).await);
         }
         let encoded = match self.transform(original.entry.body().clone(), variant).await {
             Ok(encoded) => encoded,
             // A source that cannot be made into this variant stays so until it changes: remember that.
-            Err(error) => return Err(self.remember_refusal(key, error, self.inner.clock.unix_now()).await),
+            Err(error) => return Err(self.remember_refusal(at, error, self.inner.clock.unix_now()).await),
         };
         // The transform took time: judge the result's freshness after it.
         let now = self.inner.clock.unix_now();
@@ -312,8 +322,9 @@ impl Pipeline {
         let meta = original.entry.meta();
         let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, meta.expires_at.max(now))
             .with_freshness(meta.freshness)
-            .with_validators(mirage_cache::Validators { etag: Some(source_token), last_modified: None });
-        Ok(self.variant_answer(key, entry, &original, CacheStatus::Miss, now).await)
+            .with_validators(mirage_cache::Validators { etag: Some(source_token), last_modified: None })
+            .with_source(at.source);
+        Ok(self.variant_answer(at, entry, &original, CacheStatus::Miss, now).await)
     }
 
     /// Makes `variant` of `source` on the CPU pool, in the format negotiated for it.
@@ -351,7 +362,7 @@ impl Pipeline {
     /// the outage.
     async fn variant_answer(
         &self,
-        key: CacheKey,
+        at: StoreAt,
         entry: Entry,
         original: &Served,
         cache_status: CacheStatus,
@@ -361,9 +372,10 @@ impl Pipeline {
         if !original.cacheable {
             return Served::uncacheable(entry, cache_status, original.private, now);
         }
+        let entry = sourced(entry, at.source);
         if cache_status != CacheStatus::Stale {
-            self.inner.cache.store(key, entry.clone()).await;
-            self.inner.health.revalidated(&key);
+            self.store(at, entry.clone()).await;
+            self.inner.health.revalidated(&at.key);
         }
         Served::new(entry, cache_status, true, now)
     }
@@ -390,6 +402,8 @@ impl Pipeline {
     /// The leader's work for one key: fetch (conditionally when a stale copy exists), check, store.
     async fn fill(&self, request: &ImageRequest, stale: Option<Entry>) -> Result<Served, Error> {
         let key = request.source_key();
+        // Taken before anything is read: a purge from here on keeps this fill from storing.
+        let at = self.store_at(key, key);
         // A fill that finished between our lookup and our turn as leader has already stored the answer.
         let now = self.inner.clock.unix_now();
         if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
@@ -434,7 +448,7 @@ impl Pipeline {
         let served = match fetched {
             Ok(Fetched::Full(upstream)) => match self.admit(upstream, now) {
                 Ok(served) => served,
-                Err(error) => return Err(self.remember_refusal(key, error, unix_seconds(now)).await),
+                Err(error) => return Err(self.remember_refusal(at, error, unix_seconds(now)).await),
             },
             Ok(Fetched::NotModified(headers)) => {
                 let Some(stale) = stale else {
@@ -463,11 +477,11 @@ impl Pipeline {
             Err(Error::Fetch(FetchError::NotFound(_))) => {
                 let ttl = self.inner.freshness.negative_ttl.as_secs();
                 let stored_at = unix_seconds(now);
-                self.inner.cache.store(key, Entry::not_found(stored_at, stored_at + ttl)).await;
+                self.store(at, Entry::not_found(stored_at, stored_at + ttl)).await;
                 return Err(Error::UpstreamNotFound { cache_seconds: ttl });
             }
             Err(error) if !error.allows_stale() => {
-                return Err(self.remember_refusal(key, error, unix_seconds(now)).await);
+                return Err(self.remember_refusal(at, error, unix_seconds(now)).await);
             }
             Err(error) => {
                 return match stale {
@@ -484,8 +498,10 @@ impl Pipeline {
                 };
             }
         };
+        // Named by its source, for the CDN cache tag and for purge (a copy from a version 1 file had none).
+        let served = Served { entry: sourced(served.entry, key), ..served };
         if served.cacheable && reusable(&served.entry) {
-            self.inner.cache.store(key, served.entry.clone()).await;
+            self.store(at, served.entry.clone()).await;
         }
         Ok(served)
     }

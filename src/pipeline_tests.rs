@@ -169,13 +169,13 @@ fn secs(seconds: u64) -> Duration {
 
 /// The `Cache-Control` a client gets for this answer.
 fn cache_control(served: &Served) -> String {
-    let response = respond::image(served, false, &HeaderMap::new());
+    let response = respond::image(served, false, &HeaderMap::new(), None);
     response.headers()[header::CACHE_CONTROL].to_str().unwrap().to_owned()
 }
 
 /// The `Age` a client gets for this answer.
 fn age_header(served: &Served) -> Option<u64> {
-    let response = respond::image(served, false, &HeaderMap::new());
+    let response = respond::image(served, false, &HeaderMap::new(), None);
     response.headers().get(header::AGE).map(|age| age.to_str().unwrap().parse().unwrap())
 }
 

@@ -22,7 +22,13 @@ pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const STALE_CACHE_CONTROL: &str = "public, max-age=60";
 
 /// The image itself (or, for HEAD, its headers), or 304 when the client's `If-None-Match` already has it.
-pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> Response<Body> {
+/// `cache_tag` names the header that carries the image's source tag (`--cache-tag-header`), if any.
+pub fn image(
+    served: &Served,
+    head_only: bool,
+    request_headers: &HeaderMap,
+    cache_tag: Option<&HeaderName>,
+) -> Response<Body> {
     let entry = &served.entry;
     let etag = entry.etag_token();
     let last_modified = entry
@@ -50,6 +56,12 @@ pub fn image(served: &Served, head_only: bool, request_headers: &HeaderMap) -> R
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(served.cache_status.as_str()));
     if served.varies_on_accept {
         put(headers, header::VARY, "Accept");
+    }
+    // The tag was made once with the entry (a shared buffer): sending it copies and allocates nothing.
+    if let (Some(name), Some(tag)) = (cache_tag, entry.meta().source_tag())
+        && let Ok(value) = HeaderValue::from_maybe_shared(tag.clone())
+    {
+        headers.insert(name.clone(), value);
     }
     if !not_modified {
         put(headers, header::CONTENT_TYPE, &entry.meta().content_type);

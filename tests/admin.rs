@@ -313,7 +313,7 @@ async fn the_public_port_serves_nothing_administrative() {
     for path in ["/metrics", "/purge"] {
         assert_eq!(get(&client, &proxy.path(path)).await.status, 404, "GET {path}");
         let post = send(client.post(proxy.path(path)).bearer_auth(TOKEN).body("http://example.com/a.jpg")).await;
-        assert_ne!(post.status / 100, 2, "POST {path}");
+        assert_eq!(post.status, 404, "POST {path}");
     }
     proxy.stop().await;
     // And without --admin-listen there is no admin listener at all.

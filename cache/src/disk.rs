@@ -21,6 +21,7 @@
 //! 5 % more; a writer that finds it further over waits for the re-scan and checks again, so writers cannot
 //! outrun eviction.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use bytes::Bytes;
 
 use crate::evict::{Accounting, LruIndex, Victim};
 use crate::key::CacheKey;
-use crate::meta::{Entry, decode, encode_header};
+use crate::meta::{Entry, SOURCE_PROBE_LEN, decode, encode_header, probe_source};
 
 /// Largest file we write or read back; a bigger file cannot be ours and is deleted unread.
 pub(crate) const MAX_FILE_LEN: u64 = 512 * 1024 * 1024;
@@ -73,8 +74,9 @@ fn to_tick(time: SystemTime) -> u64 {
 /// What a scan of the directory found.
 #[derive(Debug, Default)]
 struct Scan {
-    /// (key, length, mtime tick) of every entry file.
-    found: Vec<(CacheKey, u64, u64)>,
+    /// (key, length, mtime tick, source key: filled in later, for the files the index does not know) of every
+    /// entry file.
+    found: Vec<(CacheKey, u64, u64, Option<CacheKey>)>,
     removed_invalid: u64,
 }
 
@@ -131,6 +133,10 @@ impl DiskTier {
     pub fn build_index(&self) -> Result<(), DiskError> {
         let result = {
             let _one_at_a_time = self.reconciling.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.is_indexed() {
+                // A purge that could not wait built it first.
+                return Ok(());
+            }
             let result = self.reconcile_and_evict(true);
             self.indexed.store(true, Ordering::SeqCst);
             result
@@ -164,7 +170,18 @@ impl DiskTier {
     /// entries evicted).
     fn reconcile_and_evict(&self, first: bool) -> Result<(u64, u64), DiskError> {
         let started = now_tick();
-        let scan = self.scan()?;
+        let mut scan = self.scan()?;
+        // The source of each file the index does not know yet, from its first bytes, outside the lock: at
+        // start-up that is every file, later only what other processes wrote.
+        let unknown: HashSet<CacheKey> = {
+            let index = self.lock();
+            scan.found.iter().map(|found| found.0).filter(|key| !index.contains(key)).collect()
+        };
+        for (key, _, _, source) in &mut scan.found {
+            if unknown.contains(key) {
+                *source = self.read_source(key);
+            }
+        }
         let victims = {
             let mut index = self.lock();
             index.reconcile(scan.found, started);
@@ -268,7 +285,7 @@ impl DiskTier {
                     });
                     if let Some(key) = valid {
                         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                        scan.found.push((key, meta.len(), to_tick(mtime)));
+                        scan.found.push((key, meta.len(), to_tick(mtime), None));
                     } else if meta.is_file() && fs::remove_file(&path).is_ok() {
                         // Inside our shard tree but not a valid entry: a stray or misplaced file.
                         scan.removed_invalid += 1;
@@ -277,6 +294,13 @@ impl DiskTier {
             }
         }
         Ok(scan)
+    }
+
+    /// The source key in the header of `key`'s file (see `meta::probe_source`), reading only its first bytes.
+    fn read_source(&self, key: &CacheKey) -> Option<CacheKey> {
+        let mut prefix = [0u8; SOURCE_PROBE_LEN];
+        File::open(self.path_of(key)).and_then(|mut file| file.read_exact(&mut prefix)).ok()?;
+        probe_source(key, &prefix)
     }
 
     /// Reads and verifies the entry for `key`. A missing file is `Ok(None)`; a corrupt one is
@@ -317,6 +341,9 @@ impl DiskTier {
             if !index.touch(key, now_tick()) {
                 // Written by another process, not indexed yet, or lost by a race: adopt it into the budget.
                 index.record(*key, size, now_tick());
+                if let Some(source) = entry.meta().source() {
+                    index.link_source(*key, source);
+                }
             }
             index.total_bytes() > index.capacity()
         };
@@ -372,7 +399,11 @@ impl DiskTier {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        self.lock().record(*key, size, now_tick());
+        {
+            let mut index = self.lock();
+            index.record(*key, size, now_tick());
+            index.link_source(*key, entry.meta().source().unwrap_or(*key));
+        }
         if self.over_budget() {
             self.enforce_budget();
         }
@@ -382,14 +413,18 @@ impl DiskTier {
     /// Deletes a victim's file and the shard directories it left empty. A directory another writer has just
     /// put a file in is not empty, so `remove_dir` leaves it; a writer that finds its directory gone recreates
     /// it (see `write_and_rename`).
-    fn delete_victim(&self, victim: Victim) {
+    /// Returns whether a file was deleted.
+    fn delete_victim(&self, victim: Victim) -> bool {
         let path = self.path_of(&victim.key);
-        match fs::remove_file(&path) {
-            Err(e) if !is_absent(&e) => {
-                tracing::debug!(path = %path.display(), error = %e, "could not delete entry");
+        let deleted = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) => {
+                if !is_absent(&e) {
+                    tracing::debug!(path = %path.display(), error = %e, "could not delete entry");
+                }
+                false
             }
-            _ => {}
-        }
+        };
         let mut dir = path.parent();
         for _ in 0..victim.empty_dirs {
             let Some(d) = dir else { break };
@@ -398,15 +433,33 @@ impl DiskTier {
             }
             dir = d.parent();
         }
+        deleted
     }
 
-    /// Deletes the entry for `key`, if any.
-    pub fn remove(&self, key: &CacheKey) {
+    /// Deletes the entry for `key`, if any; returns whether there was a file to delete.
+    pub fn remove(&self, key: &CacheKey) -> bool {
         let removed = self.lock().remove(key);
         match removed {
             Some((victim, _)) => self.delete_victim(victim),
             None => self.delete_victim(Victim { key: *key, empty_dirs: 0 }),
         }
+    }
+
+    /// Deletes the original `source` and every variant the index links to it; returns the keys whose files were
+    /// deleted. Costs the number of those variants, not a scan: the index keeps the links, learnt from every
+    /// write and read and, at start-up, from each file's header. Before the first index build is done it would
+    /// miss variants not yet scanned, so it builds the index first if needed (waiting for a build under way).
+    ///
+    /// Variants written since the last scan by another process sharing the directory (`mirage warm`) are known
+    /// once this process reads them or re-scans; a purge run by that process, or offline, finds them.
+    pub fn purge_source(&self, source: &CacheKey) -> Vec<CacheKey> {
+        if !self.is_indexed() {
+            let _ = self.build_index();
+        }
+        let mut keys = self.lock().variants_of(source);
+        keys.push(*source);
+        keys.retain(|key| self.remove(key));
+        keys
     }
 
     /// Checks the disk answers at all: writes, reads back and deletes a small file in the temp directory.

@@ -69,6 +69,8 @@ struct Slot {
     cost: u64,
     tick: u64,
     protected: bool,
+    /// The original this entry was made from, when it is a variant (`None`: an original, or not known).
+    source: Option<CacheKey>,
 }
 
 /// Segmented-LRU index of entry costs under a byte budget. Ticks are caller-supplied times (nanoseconds on the
@@ -88,6 +90,9 @@ pub struct LruIndex {
     parents: HashMap<u8, u32>,
     /// Touched before being recorded: such an entry was already used again, so it starts protected.
     early_touches: HashSet<CacheKey>,
+    /// Source key -> the indexed variants made from it, so a purge finds them without a scan. Kept in step with
+    /// `entries` (a key leaves it when it leaves the index), so it is bounded by the number of entries.
+    variants: HashMap<CacheKey, Vec<CacheKey>>,
 }
 
 fn place(order: &mut BTreeMap<u64, CacheKey>, mut tick: u64, key: CacheKey) -> u64 {
@@ -112,6 +117,7 @@ impl LruIndex {
             leaves: HashMap::new(),
             parents: HashMap::new(),
             early_touches: HashSet::new(),
+            variants: HashMap::new(),
         }
     }
 
@@ -128,7 +134,7 @@ impl LruIndex {
         let cost = self.accounting.file_cost(len);
         let tick =
             if protected { place(&mut self.protected, tick, key) } else { place(&mut self.probation, tick, key) };
-        self.entries.insert(key, Slot { cost, tick, protected });
+        self.entries.insert(key, Slot { cost, tick, protected, source: None });
         self.total += cost;
         if protected {
             self.protected_bytes += cost;
@@ -145,6 +151,37 @@ impl LruIndex {
             }
         }
         self.demote_overflow();
+    }
+
+    /// Records that the indexed entry `key` was made from `source` (a variant of it); an original (`source` is
+    /// `key`) needs no link. Does nothing for a key not indexed.
+    pub fn link_source(&mut self, key: CacheKey, source: CacheKey) {
+        let Some(slot) = self.entries.get_mut(&key) else { return };
+        let source = Some(source).filter(|source| *source != key);
+        if slot.source == source {
+            return;
+        }
+        let previous = std::mem::replace(&mut slot.source, source);
+        if let Some(previous) = previous {
+            self.unlink(previous, &key);
+        }
+        if let Some(source) = source {
+            self.variants.entry(source).or_default().push(key);
+        }
+    }
+
+    fn unlink(&mut self, source: CacheKey, key: &CacheKey) {
+        if let Some(keys) = self.variants.get_mut(&source) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.variants.remove(&source);
+            }
+        }
+    }
+
+    /// The indexed variants made from `source` (not `source` itself).
+    pub fn variants_of(&self, source: &CacheKey) -> Vec<CacheKey> {
+        self.variants.get(source).cloned().unwrap_or_default()
     }
 
     /// Marks `key` as used at `tick`, moving it to the protected segment; false if it is not indexed (then it
@@ -186,6 +223,9 @@ impl LruIndex {
     /// Forgets `key`: the victim record (with the directories it left empty) and whether it was protected.
     pub fn remove(&mut self, key: &CacheKey) -> Option<(Victim, bool)> {
         let slot = self.entries.remove(key)?;
+        if let Some(source) = slot.source {
+            self.unlink(source, key);
+        }
         if slot.protected {
             self.protected.remove(&slot.tick);
             self.protected_bytes -= slot.cost;
@@ -239,11 +279,11 @@ impl LruIndex {
     }
 
     /// Brings the index in line with a scan of the directory that started at `scan_started`: `found` lists
-    /// every entry file as (key, length, mtime tick). Entries the index knows keep their place (its recency is
-    /// fresher than an mtime); new ones join probation at their mtime; known entries missing from the scan
-    /// and older than it were deleted by someone else and are forgotten.
-    pub fn reconcile(&mut self, found: Vec<(CacheKey, u64, u64)>, scan_started: u64) {
-        let seen: HashSet<CacheKey> = found.iter().map(|&(key, _, _)| key).collect();
+    /// every entry file as (key, length, mtime tick, source key when known). Entries the index knows keep their
+    /// place (its recency is fresher than an mtime) and their source; new ones join probation at their mtime;
+    /// known entries missing from the scan and older than it were deleted by someone else and are forgotten.
+    pub fn reconcile(&mut self, found: Vec<(CacheKey, u64, u64, Option<CacheKey>)>, scan_started: u64) {
+        let seen: HashSet<CacheKey> = found.iter().map(|&(key, _, _, _)| key).collect();
         let gone: Vec<CacheKey> = self
             .entries
             .iter()
@@ -253,14 +293,15 @@ impl LruIndex {
         for key in gone {
             self.remove(&key);
         }
-        for (key, len, mtime) in found {
-            match self.entries.get(&key) {
-                Some(slot) if slot.cost == self.accounting.file_cost(len) => {}
-                Some(slot) => {
-                    let tick = slot.tick;
-                    self.record(key, len, tick);
-                }
-                None => self.record(key, len, mtime),
+        for (key, len, mtime, source) in found {
+            let (tick, source) = match self.entries.get(&key) {
+                Some(slot) if slot.cost == self.accounting.file_cost(len) => continue,
+                Some(slot) => (slot.tick, slot.source.or(source)),
+                None => (mtime, source),
+            };
+            self.record(key, len, tick);
+            if let Some(source) = source {
+                self.link_source(key, source);
             }
         }
     }
@@ -388,11 +429,46 @@ mod tests {
         lru.record(k(2), 10, 50);
         // The scan started at 20: k(1) is gone (deleted by another process), k(2) was written during the scan,
         // k(3) is another process's file.
-        lru.reconcile(vec![(k(3), 30, 7)], 20);
+        lru.reconcile(vec![(k(3), 30, 7, None)], 20);
         assert!(!lru.contains(&k(1)));
         assert!(lru.contains(&k(2)) && lru.contains(&k(3)));
         assert_eq!(lru.total_bytes(), 40);
         // k(3) has the older mtime, so it goes first.
         assert_eq!(keys(&lru.evict_to(10)), vec![k(3)]);
+    }
+
+    #[test]
+    fn variants_are_linked_to_their_source_and_unlinked_when_they_leave() {
+        let mut lru = LruIndex::new(1000, Accounting::EXACT);
+        let source = k(0);
+        lru.record(source, 10, 1);
+        lru.link_source(source, source);
+        for i in 1..4 {
+            lru.record(k(i), 10, u64::from(i) + 1);
+            lru.link_source(k(i), source);
+        }
+        // Linking twice does not list a key twice; an unindexed key is not linked.
+        lru.link_source(k(1), source);
+        lru.link_source(k(9), source);
+        let mut variants = lru.variants_of(&source);
+        variants.sort_unstable();
+        let mut want = vec![k(1), k(2), k(3)];
+        want.sort_unstable();
+        assert_eq!(variants, want);
+        // Removal, eviction and a scan that no longer finds a file all unlink.
+        lru.remove(&k(2));
+        assert_eq!(keys(&lru.evict_to(20)), vec![k(0)]);
+        lru.reconcile(vec![(k(3), 10, 4, Some(source))], 100);
+        assert_eq!(lru.variants_of(&source), vec![k(3)]);
+        // A new file found by a scan is linked from what its header said.
+        lru.reconcile(vec![(k(3), 10, 4, Some(source)), (k(5), 10, 5, Some(source))], 100);
+        let mut variants = lru.variants_of(&source);
+        variants.sort_unstable();
+        let mut want = vec![k(3), k(5)];
+        want.sort_unstable();
+        assert_eq!(variants, want);
+        lru.remove(&k(3));
+        lru.remove(&k(5));
+        assert!(lru.variants.is_empty());
     }
 }

@@ -59,7 +59,7 @@ pub fn accounting(root: &Path) -> Accounting {
 #[derive(Debug)]
 pub enum Header {
     /// A valid header (and, for [`verify`], a valid body).
-    Valid(EntryMeta),
+    Valid(Box<EntryMeta>),
     /// A check failed: the file must not be served.
     Corrupt(CorruptEntry),
     /// The file went away before it could be read (evicted or purged meanwhile).
@@ -92,7 +92,7 @@ pub fn read_header(file: &EntryFile) -> io::Result<Header> {
         Ok(meta) if (head_len as u64).saturating_add(meta.body_len()) != len => {
             Header::Corrupt(CorruptEntry { reason: "body length does not match file size" })
         }
-        Ok(meta) => Header::Valid(meta),
+        Ok(meta) => Header::Valid(Box::new(meta)),
         Err(corrupt) => Header::Corrupt(corrupt),
     })
 }

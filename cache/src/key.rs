@@ -41,6 +41,19 @@ impl CacheKey {
         hex::encode(self.0)
     }
 
+    /// `mirage-` and the first 16 hex digits of the key: the short name of a source that answers carry as a CDN
+    /// cache tag (`Cache-Tag`, `Surrogate-Key`) and that a purge reports, so a CDN can drop a source and every
+    /// variant of it at once. 64 bits: collisions between the sources of one site are not a practical concern.
+    pub fn tag(&self) -> String {
+        let mut digits = [0u8; 16];
+        // 8 bytes always fit 16 hex digits; hex digits are ASCII. One allocation: made once per entry read.
+        let _ = hex::encode_to_slice(&self.0[..8], &mut digits);
+        let mut tag = String::with_capacity(7 + 16);
+        tag.push_str("mirage-");
+        tag.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        tag
+    }
+
     /// Parses 64 hex characters (either case) back into a key; anything else is `None`.
     pub fn from_hex(s: &str) -> Option<CacheKey> {
         if s.len() != 64 {

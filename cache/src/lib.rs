@@ -20,4 +20,4 @@ pub use disk::{DiskError, DiskTier};
 pub use key::CacheKey;
 pub use memory::MemoryTier;
 pub use meta::{Entry, EntryKind, EntryMeta, FreshnessInputs, Validators};
-pub use tiered::{DiskOptions, Lookup, Tier, TieredCache};
+pub use tiered::{DiskOptions, Lookup, PurgeGeneration, Tier, TieredCache};

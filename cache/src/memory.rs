@@ -1,9 +1,12 @@
-//! Memory tier: a moka cache of entries, bounded by an approximate byte budget.
+//! Memory tier: a moka cache of entries, bounded by an approximate byte budget, with a side map from each source
+//! to the variants of it held, so a purge finds them without a scan.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 
 use crate::key::CacheKey;
 use crate::meta::Entry;
@@ -22,6 +25,41 @@ pub struct MemoryTier {
     unsettled: Arc<AtomicU64>,
     /// Entries dropped to stay within the budget (a metric; never reset).
     evictions: Arc<AtomicU64>,
+    /// Source key -> variant key -> how many stored values of that key are linked (see `Links`).
+    links: Arc<Mutex<Links>>,
+}
+
+/// Which variants of each source the tier holds. A count per key rather than a set: every value moka stores is
+/// counted once when inserted and once when it leaves (evicted, invalidated, or replaced by a newer value of the
+/// same key), in whatever order moka reports that, so the count is the number of live values and a key leaves
+/// the map with its last one. The map is thus bounded by the number of entries in the tier. Originals need no
+/// link: a purge knows their key.
+type Links = HashMap<CacheKey, HashMap<CacheKey, u32>>;
+
+// A std Mutex: every critical section is one or two map operations. Taken on inserts (misses), on moka's removal
+// notifications and by purges; never by a plain `get` (a hit), except when moka evicts during a read's
+// housekeeping, which happens only after inserts and is already amortised over them.
+fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
+    links.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The source `entry` links `key` to, when it is a variant.
+fn variant_source(key: &CacheKey, entry: &Entry) -> Option<CacheKey> {
+    entry.meta().source().filter(|source| source != key)
+}
+
+fn unlink(links: &Mutex<Links>, source: CacheKey, key: &CacheKey) {
+    let mut links = lock(links);
+    let Some(keys) = links.get_mut(&source) else { return };
+    if let Some(count) = keys.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            keys.remove(key);
+        }
+    }
+    if keys.is_empty() {
+        links.remove(&source);
+    }
 }
 
 /// Evictions are applied once inserts not yet settled reach this share of the budget.
@@ -44,18 +82,24 @@ impl MemoryTier {
     pub fn new(capacity_bytes: u64) -> MemoryTier {
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&evictions);
-        // moka calls the listener when it applies an eviction (on inserts and housekeeping), never on a read,
-        // so counting here costs a hit nothing. Removals and replacements are not evictions.
+        let links = Arc::new(Mutex::new(Links::new()));
+        let listener_links = Arc::clone(&links);
+        // moka calls the listener when it applies a removal (on inserts, invalidations and housekeeping), never
+        // on a plain read, so neither the eviction count nor the source links cost a hit anything. Removals and
+        // replacements are not evictions, but they do unlink.
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(weigh)
-            .eviction_listener(move |_key, _entry, cause| {
+            .eviction_listener(move |key: Arc<CacheKey>, entry: Entry, cause: RemovalCause| {
                 if cause.was_evicted() {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(source) = variant_source(&key, &entry) {
+                    unlink(&listener_links, source, &key);
+                }
             })
             .build();
-        MemoryTier { cache, capacity_bytes, unsettled: Arc::new(AtomicU64::new(0)), evictions }
+        MemoryTier { cache, capacity_bytes, unsettled: Arc::new(AtomicU64::new(0)), evictions, links }
     }
 
     /// The entry for `key`, if cached (a cheap clone: the body is shared).
@@ -71,6 +115,11 @@ impl MemoryTier {
             return;
         }
         let weight = u64::from(weigh(&key, &entry));
+        // Linked before moka holds it, so a purge never misses a stored variant; moka's removal notification
+        // unlinks it (also when it refuses the value at admission).
+        if let Some(source) = variant_source(&key, &entry) {
+            *lock(&self.links).entry(source).or_default().entry(key).or_default() += 1;
+        }
         self.cache.insert(key, entry).await;
         // moka applies evictions only every 64 writes or 300 ms: with image-sized entries arriving quickly, the
         // tier would hold tens of MiB over its budget in between. Settling once the inserts since the last time
@@ -86,6 +135,30 @@ impl MemoryTier {
     /// Drops the entry for `key`, if any.
     pub async fn remove(&self, key: &CacheKey) {
         self.cache.invalidate(key).await;
+    }
+
+    /// Drops `source` and every variant of it held; returns the keys that were held.
+    pub async fn purge_source(&self, source: &CacheKey) -> Vec<CacheKey> {
+        let mut keys: Vec<CacheKey> =
+            lock(&self.links).get(source).map(|variants| variants.keys().copied().collect()).unwrap_or_default();
+        keys.push(*source);
+        let mut held = Vec::with_capacity(keys.len());
+        for key in keys {
+            if self.cache.remove(&key).await.is_some() {
+                held.push(key);
+            }
+        }
+        held
+    }
+
+    /// Whether `key` is held (without counting as a use).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.cache.contains_key(key)
+    }
+
+    /// Number of sources with variants linked in the side map (tests: it must shrink with the tier).
+    pub fn linked_sources(&self) -> usize {
+        lock(&self.links).len()
     }
 
     /// Current total weight in bytes (approximate until pending tasks have run).
@@ -173,6 +246,47 @@ mod tests {
         assert!(mem.get(&key).await.is_none());
         mem.insert(key, entry(5_000)).await;
         assert!(mem.get(&key).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn purge_removes_a_source_and_its_variants_only() {
+        let mem = MemoryTier::new(1 << 20);
+        let source = CacheKey::from_parts(&[b"source"]);
+        let other = CacheKey::from_parts(&[b"other"]);
+        mem.insert(source, entry(10).with_source(source)).await;
+        mem.insert(other, entry(10).with_source(other)).await;
+        let variants: Vec<CacheKey> = (0u8..3).map(|i| CacheKey::from_parts(&[b"v", &[i]])).collect();
+        for key in &variants {
+            mem.insert(*key, entry(10).with_source(source)).await;
+            // Replacing a value keeps one link, not two.
+            mem.insert(*key, entry(11).with_source(source)).await;
+        }
+        let mut purged = mem.purge_source(&source).await;
+        purged.sort_unstable();
+        let mut want = variants.clone();
+        want.push(source);
+        want.sort_unstable();
+        assert_eq!(purged, want);
+        for key in &want {
+            assert!(mem.get(key).await.is_none());
+        }
+        assert!(mem.get(&other).await.is_some());
+        mem.run_pending_tasks().await;
+        assert_eq!(mem.linked_sources(), 0);
+        assert!(mem.purge_source(&source).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_side_map_shrinks_with_evictions() {
+        let mem = MemoryTier::new(100_000);
+        for i in 0u32..500 {
+            let source = CacheKey::from_parts(&[b"s", &i.to_le_bytes()]);
+            mem.insert(CacheKey::from_parts(&[&i.to_le_bytes()]), entry(1_000).with_source(source)).await;
+        }
+        mem.run_pending_tasks().await;
+        // Every linked source still has its variant in the tier: evicted and refused values were unlinked.
+        let held = usize::try_from(mem.entry_count()).unwrap_or(usize::MAX);
+        assert!(mem.linked_sources() <= held, "{} links for {held} entries", mem.linked_sources());
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! File layout (all integers little-endian):
 //! ```text
 //! magic "MIRAGEC\0" | version u16 (=2) | header_len u32 | header | check [8] | body
-//! header = key [32] | kind u8 (0 image, 1 not found, 2 refused) | stored_at u64 | expires_at u64 | body_len u64
+//! header = key [32] | source [32] (version 2 only) | kind u8 (0 image, 1 not found, 2 refused) | stored_at u64 | expires_at u64 | body_len u64
 //!        | body_sha256 [32]
 //!        | freshness (version 2 only): flags u8 | max_age u64 | expires_lifetime u64 | stale_while_revalidate u64
 //!        | content_type (u16 len + UTF-8) | etag (u8 flag [+ u16 len + UTF-8]) | last_modified (same)
 //! check  = first 8 bytes of sha256(magic .. end of header)
 //! ```
-//! Version 1 files (no freshness block) are still read, with [`FreshnessInputs::default`]: "upstream gave no
-//! lifetime", so caches written before version 2 stay valid.
+//! Version 1 files (no source, no freshness block) are still read, with [`FreshnessInputs::default`]: "upstream
+//! gave no lifetime", and no source, so caches written before version 2 stay valid.
+//! The source key sits right after the key, at a fixed offset, so the disk index can learn an entry's source
+//! from the first [`SOURCE_PROBE_LEN`] bytes of its file without reading the rest.
 //! The header check catches bit rot in the times and validators, which the body digest
 //! cannot see; the body digest catches torn or flipped bodies.
 
@@ -35,8 +37,10 @@ const CHECK_LEN: usize = 8;
 const FIXED_HEADER_LEN_V1: usize = 32 + 1 + 8 * 3 + 32;
 /// The freshness block of version 2: flags and three u64s.
 const FRESHNESS_LEN: usize = 1 + 8 * 3;
-/// Fixed part of the current header.
-const FIXED_HEADER_LEN: usize = FIXED_HEADER_LEN_V1 + FRESHNESS_LEN;
+/// Fixed part of the current header: version 1's, the source key and the freshness block.
+const FIXED_HEADER_LEN: usize = FIXED_HEADER_LEN_V1 + 32 + FRESHNESS_LEN;
+/// Bytes at the start of a version 2 file that hold its key and its source key (see [`probe_source`]).
+pub const SOURCE_PROBE_LEN: usize = PREAMBLE_LEN + 32 + 32;
 /// Upper bound on a header: fixed part plus three maximal strings with their prefixes.
 const MAX_HEADER_LEN: usize = FIXED_HEADER_LEN + 2 + 2 * 3 + 3 * (u16::MAX as usize);
 
@@ -105,6 +109,12 @@ pub struct EntryMeta {
     pub expires_at: u64,
     /// What upstream said about freshness (for a variant: its original's).
     pub freshness: FreshnessInputs,
+    /// The key of the original this entry was made from (an original's own key); `None` when unknown (an entry
+    /// not yet given one, or read from a version 1 file). Purge follows it from a source to its variants.
+    source: Option<CacheKey>,
+    /// [`CacheKey::tag`] of `source`, made once when the source is set, so that answering can name the source
+    /// (a CDN cache tag) without formatting or allocating; empty without a source.
+    source_tag: Bytes,
     // Derived from the body, so private: only this crate computes them (from the body, or from a verified file),
     // and an entry whose length or digest disagrees with its body cannot be built elsewhere.
     body_len: u64,
@@ -120,6 +130,17 @@ impl EntryMeta {
     /// SHA-256 of the body.
     pub fn body_sha256(&self) -> &[u8; 32] {
         &self.body_sha256
+    }
+
+    /// The key of the original this entry was made from (its own key for an original), when known.
+    pub fn source(&self) -> Option<CacheKey> {
+        self.source
+    }
+
+    /// `mirage-` and the first 16 hex digits of the source key (see [`CacheKey::tag`]), when the source is known;
+    /// a cheap clone of a shared buffer.
+    pub fn source_tag(&self) -> Option<&Bytes> {
+        Some(&self.source_tag).filter(|tag| !tag.is_empty())
     }
 }
 
@@ -183,6 +204,15 @@ impl Entry {
         self
     }
 
+    /// The same entry recording `source` as the original it was made from (for an original: its own key).
+    #[must_use]
+    pub fn with_source(mut self, source: CacheKey) -> Entry {
+        let meta = Arc::make_mut(&mut self.meta);
+        meta.source = Some(source);
+        meta.source_tag = Bytes::from(source.tag());
+        self
+    }
+
     /// The same entry carrying upstream's validators (replacing any it had).
     #[must_use]
     pub fn with_validators(mut self, validators: Validators) -> Entry {
@@ -203,6 +233,8 @@ impl Entry {
             stored_at,
             expires_at,
             freshness: FreshnessInputs::default(),
+            source: None,
+            source_tag: Bytes::new(),
             body_len: body.len() as u64,
             body_sha256: sha256(&body),
         };
@@ -298,6 +330,8 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
 pub fn encode_header(key: &CacheKey, meta: &EntryMeta) -> Vec<u8> {
     let mut header = Vec::with_capacity(FIXED_HEADER_LEN + 64 + meta.content_type.len());
     header.extend_from_slice(key.as_bytes());
+    // An entry without a known source is its own source: that is what a purge of its key removes.
+    header.extend_from_slice(meta.source.unwrap_or(*key).as_bytes());
     header.push(match meta.kind {
         EntryKind::Image => 0,
         EntryKind::NotFound => 1,
@@ -433,6 +467,7 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
     if r.array::<32>()? != *key.as_bytes() {
         return Err(corrupt("key mismatch"));
     }
+    let source = if version == FORMAT_VERSION_1 { None } else { Some(CacheKey::from_bytes(r.array::<32>()?)) };
     let kind = match r.u8()? {
         0 => EntryKind::Image,
         1 => EntryKind::NotFound,
@@ -450,8 +485,19 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
     if !r.buf.is_empty() {
         return Err(corrupt("trailing bytes in header"));
     }
-    let meta =
-        EntryMeta { kind, content_type, etag, last_modified, stored_at, expires_at, freshness, body_len, body_sha256 };
+    let meta = EntryMeta {
+        kind,
+        content_type,
+        etag,
+        last_modified,
+        stored_at,
+        expires_at,
+        freshness,
+        source,
+        source_tag: source.map(|source| Bytes::from(source.tag())).unwrap_or_default(),
+        body_len,
+        body_sha256,
+    };
     Ok((meta, body_start))
 }
 
@@ -472,6 +518,25 @@ pub fn decode(key: &CacheKey, file_bytes: Bytes) -> Result<Entry, CorruptEntry> 
         return Err(corrupt("body digest mismatch"));
     }
     Ok(Entry { meta: Arc::new(meta), body })
+}
+
+/// The source key recorded in a version 2 file for `key`, from the file's first [`SOURCE_PROBE_LEN`] bytes
+/// (`prefix`), without reading or verifying the rest: the disk index uses it to link variants to their source at
+/// start-up without reading whole files. `None` for a version 1 file, a file that is not ours or not for `key`,
+/// or one too short. A damaged source field can only make a purge miss the file; the file itself still fails its
+/// header check when read, and is then deleted, never served.
+pub fn probe_source(key: &CacheKey, prefix: &[u8]) -> Option<CacheKey> {
+    let prefix = prefix.get(..SOURCE_PROBE_LEN)?;
+    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+    if &prefix[0..8] != MAGIC
+        || version != FORMAT_VERSION
+        || prefix[PREAMBLE_LEN..PREAMBLE_LEN + 32] != key.as_bytes()[..]
+    {
+        return None;
+    }
+    let mut source = [0u8; 32];
+    source.copy_from_slice(&prefix[PREAMBLE_LEN + 32..SOURCE_PROBE_LEN]);
+    Some(CacheKey::from_bytes(source))
 }
 
 /// The version 2 freshness block.

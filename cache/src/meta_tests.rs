@@ -65,6 +65,10 @@ fn freshness_block(flags: u8, max_age: u64, expires_lifetime: u64) -> Vec<u8> {
 fn header_with_freshness(body: &[u8], kind: u8, body_len: u64, freshness: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(key().as_bytes());
+    if !freshness.is_empty() {
+        // Version 2 records the source key after the key; here the entry is its own source.
+        h.extend_from_slice(key().as_bytes());
+    }
     h.push(kind);
     h.extend_from_slice(&1u64.to_le_bytes());
     h.extend_from_slice(&2u64.to_le_bytes());
@@ -80,7 +84,10 @@ const GOOD_TAIL: &[u8] = b"\x03\x00abc\x00\x00";
 #[test]
 fn round_trip_with_and_without_validators() {
     let k = key();
-    for entry in [sample(), Entry::not_found(5, 6), Entry::refused("not_an_image", 5, 6)] {
+    let original = CacheKey::from_parts(&[b"https://example.com/cat.jpg"]);
+    for entry in [sample().with_source(original), Entry::not_found(5, 6).with_source(k), Entry::refused("x", 5, 6)] {
+        // An entry written without a source is read back as its own source, which is what it was treated as.
+        let entry = if entry.meta().source().is_none() { entry.with_source(k) } else { entry };
         let file = Bytes::from(encode_file(&k, &entry));
         let back = decode(&k, file.clone()).expect("decodes");
         assert_eq!(*back.meta, *entry.meta);
@@ -109,6 +116,8 @@ fn version_1_files_are_still_read_with_default_freshness() {
     let e = decode(&key(), forge_version(1, &v1, body)).expect("a version 1 file stays valid");
     assert_eq!((e.meta.stored_at, e.meta.expires_at, e.meta.content_type.as_str()), (1, 2, "abc"));
     assert_eq!(e.meta.freshness, FreshnessInputs::default());
+    assert_eq!((e.meta.source(), e.meta.source_tag()), (None, None));
+    assert_eq!(probe_source(&key(), &forge_version(1, &v1, body)), None);
     assert_eq!(e.body.as_ref(), body);
     // The same bytes claiming version 2 are short of the freshness block: rejected, not misread.
     assert!(decode(&key(), forge_version(2, &v1, body)).is_err());
@@ -271,4 +280,29 @@ fn named_constructors_derive_length_and_digest_from_the_body() {
     let refused = Entry::refused("upstream_status/403", 7, 9);
     assert_eq!(refused.meta().kind, EntryKind::Refused);
     assert_eq!((refused.meta().content_type.as_str(), refused.body().len()), ("upstream_status/403", 0));
+}
+
+#[test]
+fn the_source_key_round_trips_and_is_probed_from_the_file_start() {
+    let k = key();
+    let original = CacheKey::from_parts(&[b"https://example.com/cat.jpg"]);
+    let file = encode_file(&k, &sample().with_source(original));
+    let back = decode(&k, Bytes::from(file.clone())).expect("decodes");
+    assert_eq!(back.meta().source(), Some(original));
+    assert_eq!(back.meta().source_tag().map(Bytes::as_ref), Some(original.tag().as_bytes()));
+    assert_eq!(original.tag(), format!("mirage-{}", &original.to_hex()[..16]));
+    // The probe needs only the first bytes, and checks they belong to this key and format.
+    assert_eq!(probe_source(&k, &file[..SOURCE_PROBE_LEN]), Some(original));
+    assert_eq!(probe_source(&k, &file[..SOURCE_PROBE_LEN - 1]), None);
+    assert_eq!(probe_source(&CacheKey::from_parts(&[b"other"]), &file), None);
+    let mut bad_magic = file.clone();
+    bad_magic[0] ^= 1;
+    assert_eq!(probe_source(&k, &bad_magic), None);
+    // A file written without a source names itself.
+    let own = encode_file(&k, &sample());
+    assert_eq!(probe_source(&k, &own), Some(k));
+    // A flipped source byte is caught by the header check when the file is read.
+    let mut flipped = file;
+    flipped[SOURCE_PROBE_LEN - 1] ^= 1;
+    assert_eq!(decode(&k, Bytes::from(flipped)).unwrap_err().reason, "header check mismatch");
 }

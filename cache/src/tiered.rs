@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -34,6 +34,81 @@ const MAX_PENDING_READS: usize = 64;
 const MIN_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The timeout of caches built with `new`, which are given an opened tier.
 const DEFAULT_DISK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Purge generations are kept in this many stripes, chosen by a source key's first byte (see `PurgeGenerations`).
+const PURGE_STRIPES: usize = 256;
+
+/// What a store made by a fill checks against: the purge generation of its source when the fill began. A purge of
+/// that source since then (or of another source in the same stripe, rarely) makes the store a no-op, so a fill in
+/// flight during a purge does not put back what the purge removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PurgeGeneration {
+    stripe: usize,
+    value: u64,
+}
+
+/// Counters bumped by each purge: one per stripe of source keys, and one for all (a disk hit being promoted to
+/// memory does not know its source before the read). Bounded and lock-free: a fixed array of atomics, never a
+/// map that grows with what was purged. Sharing a stripe only costs an unrelated fill its store (a later miss).
+struct PurgeGenerations {
+    stripes: [AtomicU64; PURGE_STRIPES],
+    /// Bumped when any purge starts and again when it ends.
+    any: AtomicU64,
+    /// Purges under way.
+    running: AtomicU64,
+}
+
+impl PurgeGenerations {
+    fn new() -> PurgeGenerations {
+        PurgeGenerations {
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            any: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a copy read from disk while `any` was `before` may have been missed by a purge: one started or
+    /// ended since, or one is running (it may not have reached the disk yet, or a racing write may be undone).
+    fn may_have_missed(&self, before: u64) -> bool {
+        self.running.load(Ordering::SeqCst) > 0 || self.any.load(Ordering::SeqCst) != before
+    }
+}
+
+/// Ends a purge when dropped, also when the purging task is cancelled midway: a purge left "running" for ever
+/// would cost every later disk hit its promotion to memory.
+struct PurgeRunning<'a>(&'a PurgeGenerations);
+
+impl Drop for PurgeRunning<'_> {
+    fn drop(&mut self) {
+        self.0.any.fetch_add(1, Ordering::SeqCst);
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PurgeGenerations {
+    fn stripe(source: &CacheKey) -> usize {
+        usize::from(source.as_bytes()[0]) % PURGE_STRIPES
+    }
+
+    fn current(&self, source: &CacheKey) -> PurgeGeneration {
+        let stripe = PurgeGenerations::stripe(source);
+        PurgeGeneration { stripe, value: self.stripes[stripe].load(Ordering::SeqCst) }
+    }
+
+    /// True when a purge touched the generation's stripe after it was taken.
+    fn purged_since(&self, since: PurgeGeneration) -> bool {
+        self.stripes[since.stripe].load(Ordering::SeqCst) != since.value
+    }
+
+    /// Called by a purge before it removes anything: a store that checks after writing then sees the bump
+    /// whenever its write could have come after the purge's removal (see `TieredCache::store_unless_purged`).
+    fn begin(&self, source: &CacheKey) -> PurgeRunning<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.stripes[PurgeGenerations::stripe(source)].fetch_add(1, Ordering::SeqCst);
+        self.any.fetch_add(1, Ordering::SeqCst);
+        PurgeRunning(self)
+    }
+}
 
 /// How to open the disk tier.
 #[derive(Clone, Debug)]
@@ -87,6 +162,8 @@ struct Inner {
     pending_touches: Mutex<Option<Receiver<CacheKey>>>,
     /// The cache directory's owner lock while this process (a server) owns it; released at `close`.
     owner: Mutex<Option<OwnerLock>>,
+    /// Bumped by purges; checked by stores from fills and by disk-hit promotion.
+    purges: PurgeGenerations,
 }
 
 impl Inner {
@@ -233,6 +310,7 @@ impl TieredCache {
                 touches,
                 pending_touches: Mutex::new(pending),
                 owner: Mutex::new(owner),
+                purges: PurgeGenerations::new(),
             }),
         };
         if cache.inner.disk.is_some()
@@ -317,6 +395,7 @@ impl TieredCache {
             return Lookup::Miss;
         };
         let k = *key;
+        let purges_before = self.inner.purges.any.load(Ordering::SeqCst);
         let reading = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             disk.read(&k)
@@ -329,6 +408,12 @@ impl TieredCache {
         match read {
             Ok(Ok(Some(entry))) => {
                 self.inner.memory.insert(*key, entry.clone()).await;
+                // A purge that ran, or runs, while the file was read may miss this copy in memory: drop it (the
+                // next lookup reads the disk again, where the purge has removed what it had to). Purges are rare,
+                // so this costs a disk hit its promotion only then.
+                if self.inner.purges.may_have_missed(purges_before) {
+                    self.inner.memory.remove(key).await;
+                }
                 classify(entry, Tier::Disk)
             }
             Ok(Ok(None)) => Lookup::Miss,
@@ -348,7 +433,32 @@ impl TieredCache {
     /// A `NotFound` or `Refused` entry stays memory-only and instead queues removal of any older disk
     /// copy, so an image deleted upstream is not resurrected from disk later.
     pub async fn store(&self, key: CacheKey, entry: Entry) {
+        self.store_checked(key, entry, None).await;
+    }
+
+    /// The purge generation of `source` now: a fill takes it when it starts and stores with
+    /// [`TieredCache::store_unless_purged`].
+    pub fn purge_generation(&self, source: &CacheKey) -> PurgeGeneration {
+        self.inner.purges.current(source)
+    }
+
+    /// `store`, unless the entry's source was purged since `since` was taken (then nothing is stored, and a copy
+    /// that raced with the purge is removed again). Each tier checks after writing: either the purge's removal
+    /// came after the write and removed it, or the purge's bump, which precedes its removal, is seen.
+    pub async fn store_unless_purged(&self, key: CacheKey, entry: Entry, since: PurgeGeneration) {
+        self.store_checked(key, entry, Some(since)).await;
+    }
+
+    async fn store_checked(&self, key: CacheKey, entry: Entry, since: Option<PurgeGeneration>) {
+        let purged = move |inner: &Inner| since.is_some_and(|since| inner.purges.purged_since(since));
+        if purged(&self.inner) {
+            return;
+        }
         self.inner.memory.insert(key, entry.clone()).await;
+        if purged(&self.inner) {
+            self.inner.memory.remove(&key).await;
+            return;
+        }
         if self.inner.disk.is_none() || self.inner.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -374,12 +484,22 @@ impl TieredCache {
             };
             // Recency first: the write may evict, and what memory served since the last flush must count.
             inner.apply_touches();
+            if purged(&inner) {
+                return;
+            }
             match entry.meta().kind {
                 EntryKind::Image => match disk.write(&key, &entry) {
-                    Ok(()) => inner.disk_ok(),
+                    Ok(()) => {
+                        inner.disk_ok();
+                        if purged(&inner) {
+                            disk.remove(&key);
+                        }
+                    }
                     Err(e @ DiskError::Io { .. }) => inner.disk_failed("write", &e),
                 },
-                EntryKind::NotFound | EntryKind::Refused => disk.remove(&key),
+                EntryKind::NotFound | EntryKind::Refused => {
+                    disk.remove(&key);
+                }
             }
         });
         // Not awaited by the caller: a watcher counts a write that overruns the timeout towards the bypass.
@@ -389,6 +509,33 @@ impl TieredCache {
                 health.timed_out("write", timeout);
             }
         });
+    }
+
+    /// Removes the original `source` and every variant made from it from both tiers, and keeps fills in flight
+    /// for it from storing afterwards (see [`TieredCache::store_unless_purged`]). Returns how many distinct
+    /// entries were removed (a key held in memory and on disk counts once). Costs the number of variants of
+    /// `source`: both tiers keep a source -> variants relation. The disk part is waited for without the
+    /// per-operation timeout (it may first have to finish building the index), also while the disk is bypassed:
+    /// a purge must not silently leave files behind.
+    pub async fn purge(&self, source: &CacheKey) -> usize {
+        let running = self.inner.purges.begin(source);
+        let mut removed = self.inner.memory.purge_source(source).await;
+        if let Some(disk) = self.inner.disk.clone() {
+            // A disk write queued before the purge began may be landing now: each one undoes itself when it sees
+            // the purge (see `store_checked`), but its file exists for a moment. Waiting for the queued writes
+            // (at most MAX_PENDING_WRITES) closes that window before the purge answers; writes queued from now on
+            // see the purge before writing.
+            self.flush().await;
+            let source = *source;
+            match tokio::task::spawn_blocking(move || disk.purge_source(&source)).await {
+                Ok(keys) => removed.extend(keys),
+                Err(error) => tracing::warn!(%error, "disk purge panicked"),
+            }
+        }
+        drop(running);
+        removed.sort_unstable();
+        removed.dedup();
+        removed.len()
     }
 
     /// Waits until every queued disk write has finished (shutdown, tests). Stores made while

@@ -51,13 +51,15 @@ fn write_read_round_trip() {
     assert_eq!(disk.total_bytes(), 6 * 4096);
     assert_eq!(disk.entry_count(), 1);
     let back = disk.read(&key(1)).unwrap().expect("hit");
-    assert_eq!(back.meta(), e.meta());
+    // Written without a source, read back as its own source (what the tier treated it as).
+    assert_eq!(back.meta(), e.clone().with_source(key(1)).meta());
     assert_eq!(back.body(), e.body());
     assert!(disk.read(&key(2)).unwrap().is_none());
     // No temp files left behind by a successful write.
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-    disk.remove(&key(1));
+    assert!(disk.remove(&key(1)));
     assert!(!path.exists());
+    assert!(!disk.remove(&key(1)));
     assert!(!path.parent().unwrap().exists(), "empty shard directory kept");
     assert_eq!(disk.entry_count(), 0);
     assert_eq!(disk.total_bytes(), 3 * 4096);

@@ -235,3 +235,67 @@ async fn a_bypassed_disk_is_neither_read_nor_written_and_drops_are_counted() {
     assert_eq!(memory_only.disk_health().dropped_writes(), 1);
     assert!(!memory_only.disk().unwrap().path_of(&key(2)).exists());
 }
+
+/// An original and three variants of it, plus an unrelated original, stored and flushed to disk.
+async fn original_and_variants(cache: &TieredCache) -> (CacheKey, Vec<CacheKey>, CacheKey) {
+    let source = key(100);
+    let other = key(200);
+    cache.store(source, image(u64::MAX).with_source(source)).await;
+    cache.store(other, image(u64::MAX).with_source(other)).await;
+    let variants: Vec<CacheKey> = (101..104).map(key).collect();
+    for variant in &variants {
+        cache.store(*variant, image(u64::MAX).with_source(source)).await;
+    }
+    cache.flush().await;
+    (source, variants, other)
+}
+
+#[tokio::test]
+async fn purge_removes_a_source_and_every_variant_from_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    let (source, variants, other) = original_and_variants(&cache).await;
+    assert_eq!(cache.purge(&source).await, 4);
+    for key in variants.iter().chain([&source]) {
+        assert!(matches!(cache.lookup(key, 0).await, Lookup::Miss), "{key:?}");
+        assert!(!cache.disk().unwrap().path_of(key).exists());
+    }
+    assert!(matches!(cache.lookup(&other, 0).await, Lookup::Fresh(..)));
+    assert_eq!(cache.purge(&source).await, 0);
+}
+
+#[tokio::test]
+async fn purge_after_a_restart_finds_variants_from_their_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, variants, other) = original_and_variants(&cache_at(dir.path())).await;
+    // A new process: empty memory, and the links come from the files' headers when the index is built (here by
+    // the purge itself, which must not run on a partial index).
+    let disk = DiskTier::open_unindexed(dir.path(), 1 << 30).unwrap();
+    let cache = TieredCache::new(MemoryTier::new(1 << 20), Some(disk));
+    assert_eq!(cache.purge(&source).await, 4);
+    for key in variants.iter().chain([&source]) {
+        assert!(matches!(cache.lookup(key, 0).await, Lookup::Miss), "{key:?}");
+    }
+    assert!(matches!(cache.lookup(&other, 0).await, Lookup::Fresh(_, Tier::Disk)));
+}
+
+#[tokio::test]
+async fn a_store_begun_before_a_purge_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_at(dir.path());
+    let source = key(300);
+    let variant = key(301);
+    let since = cache.purge_generation(&source);
+    cache.purge(&source).await;
+    cache.store_unless_purged(variant, image(u64::MAX).with_source(source), since).await;
+    cache.store_unless_purged(source, image(u64::MAX).with_source(source), since).await;
+    cache.flush().await;
+    assert!(matches!(cache.lookup(&variant, 0).await, Lookup::Miss));
+    assert!(matches!(cache.lookup(&source, 0).await, Lookup::Miss));
+    // A fill that starts after the purge stores as usual.
+    let since = cache.purge_generation(&source);
+    cache.store_unless_purged(source, image(u64::MAX).with_source(source), since).await;
+    cache.flush().await;
+    assert!(cache.disk().unwrap().path_of(&source).exists());
+    assert!(matches!(cache.lookup(&source, 0).await, Lookup::Fresh(..)));
+}

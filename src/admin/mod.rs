@@ -34,8 +34,6 @@ use crate::respond::Body;
 
 /// Admin connections served at once: operators and one Prometheus, not the public.
 const MAX_CONNECTIONS: usize = 64;
-/// Largest purge body read (about ten thousand URLs); a bigger one gets 413.
-const MAX_PURGE_BODY: usize = 1 << 20;
 /// Time a client has to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -190,7 +188,7 @@ async fn answer(pipeline: &Pipeline, config: &AdminConfig, request: Request<Inco
             if !authorized() {
                 return unauthorized();
             }
-            match Limited::new(request.into_body(), MAX_PURGE_BODY).collect().await {
+            match Limited::new(request.into_body(), purge::MAX_BODY_BYTES).collect().await {
                 Ok(body) => purge::answer(pipeline, body.to_bytes()).await,
                 Err(_) => plain(StatusCode::PAYLOAD_TOO_LARGE, "the purge body is larger than 1 MiB or broke off\n"),
             }

@@ -192,7 +192,7 @@ fn run_stats(dir: &Path, json: bool) -> ExitCode {
     let mut tally = Tally::default();
     for file in files {
         match inspect::read_header(&file) {
-            Ok(Header::Valid(meta)) => tally.add(&file, Some(&meta), now),
+            Ok(Header::Valid(meta)) => tally.add(&file, Some(meta.as_ref()), now),
             Ok(Header::Corrupt(_)) => tally.add(&file, None, now),
             // Evicted or purged while we walked: not there any more.
             Ok(Header::Gone) => continue,

@@ -46,6 +46,9 @@ pub enum Command {
     Sign(SignArgs),
     /// Inspect (`stats`) or check (`verify`) a disk cache directory, offline; safe while a server runs on it.
     Cache(CacheArgs),
+    /// Remove images (each original and every variant of it) from a running server's cache (`--server`) or from
+    /// a cache directory (`--cache-dir`).
+    Purge(PurgeArgs),
 }
 
 /// The flags of `mirage cache`.
@@ -106,6 +109,31 @@ pub struct CacheVerifyArgs {
     /// Which directory.
     #[command(flatten)]
     pub dir: CacheDirArgs,
+}
+
+/// The flags of `mirage purge`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "purge")]
+pub struct PurgeArgs {
+    /// Image URLs in any spelling the server accepts (raw, percent-encoded, `/{options}/?URL`, behind a Mirage host
+    /// or the CORS proxy); `-` reads URLs from standard input and `@FILE` from a file, one per line (blank lines and
+    /// `#` comments skipped).
+    #[arg(required = true, value_name = "URL|-|@FILE")]
+    pub urls: Vec<String>,
+
+    /// Purge through a running server's admin listener (e.g. http://127.0.0.1:9180): POST {URL}/purge. Purges
+    /// memory and disk; use it whenever a server runs on the cache.
+    #[arg(long, value_name = "ADMIN_URL")]
+    pub server: Option<url::Url>,
+
+    /// The admin token of the server (`Authorization: Bearer`), with --server.
+    #[arg(long, value_name = "TOKEN", env = "MIRAGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Purge this disk cache directly (without --server) [default: $XDG_CACHE_HOME/mirage, or ~/.cache/mirage].
+    /// Safe while a server runs on it (files are removed by key), but that server's memory keeps its copies.
+    #[arg(long, value_name = "DIR", env = "MIRAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The flags of `mirage sign`.
@@ -274,6 +302,11 @@ pub struct ServeArgs {
     /// Serve `/metrics` on the admin listener without the token (`/purge` still needs it).
     #[arg(long, env = "MIRAGE_METRICS_PUBLIC")]
     pub metrics_public: bool,
+    /// Response header naming each image's source for CDN purge by tag: `Cache-Tag` (Cloudflare), `Surrogate-Key`
+    /// (Fastly), another name, or `off`. Its value is `mirage-` and 16 hex digits of the source's cache key, the
+    /// same for the original and every variant of it.
+    #[arg(long, value_name = "NAME", env = "MIRAGE_CACHE_TAG_HEADER", default_value = "Cache-Tag")]
+    pub cache_tag_header: String,
 
     /// Log format: one line of text or one JSON object per event. Filter with RUST_LOG (e.g. RUST_LOG=mirage=debug).
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -516,6 +549,37 @@ pub struct PipelineConfig {
     pub clock: Clock,
     /// The placeholder answered for upstream's and the source's failures (`serve` only; off otherwise).
     pub fallback: Option<Fallback>,
+    /// The header that names an image's source for CDN purge by tag (`--cache-tag-header`); `None`: not sent.
+    pub cache_tag_header: Option<http::HeaderName>,
+}
+
+/// `--cache-tag-header`: `off` (any case) sends none; anything else must be a header name that is not one Mirage
+/// sets itself for another purpose.
+fn parse_cache_tag_header(text: &str) -> Result<Option<http::HeaderName>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let name = http::HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("--cache-tag-header {text:?} is not a header name (or `off`)"))?;
+    let reserved = [
+        http::header::CACHE_CONTROL,
+        http::header::CONTENT_TYPE,
+        http::header::CONTENT_LENGTH,
+        http::header::ETAG,
+        http::header::LAST_MODIFIED,
+        http::header::AGE,
+        http::header::VARY,
+        http::header::CONTENT_SECURITY_POLICY,
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderName::from_static("x-cache"),
+    ];
+    if reserved.contains(&name) {
+        return Err(format!("--cache-tag-header {text}: Mirage sets that header itself"));
+    }
+    Ok(Some(name))
 }
 
 /// The validated configuration of the service.
@@ -569,6 +633,7 @@ impl ServeArgs {
             }
             None => None,
         };
+        pipeline.cache_tag_header = parse_cache_tag_header(&self.cache_tag_header)?;
         Ok(Config {
             pipeline,
             max_connections: self.max_connections,
@@ -659,6 +724,8 @@ impl PipelineArgs {
             signing: SigningPolicy::default(),
             clock: Clock::system(),
             fallback: None,
+            // `serve` sets it from --cache-tag-header; the default here is serve's default.
+            cache_tag_header: Some(http::HeaderName::from_static("cache-tag")),
         })
     }
 }

@@ -11,9 +11,10 @@
 //! or `source_too_many_pixels/9000/9000/50000000`: the code names the row of the error table, so the answer cannot
 //! drift from the first one.
 
-use mirage_cache::{CacheKey, Entry};
+use mirage_cache::Entry;
 
 use super::Pipeline;
+use super::purge::StoreAt;
 use crate::error::Error;
 use crate::fetch::FetchError;
 use crate::transform::TransformError;
@@ -22,14 +23,14 @@ use crate::transform::TransformError;
 const MAX_DETAIL: usize = 200;
 
 impl Pipeline {
-    /// Stores `error` under `key` for `--negative-ttl` from `now` (Unix seconds) when it is a refusal; gives it
-    /// back either way, for the caller to answer with.
-    pub(super) async fn remember_refusal(&self, key: CacheKey, error: Error, now: u64) -> Error {
+    /// Stores `error` where `at` says for `--negative-ttl` from `now` (Unix seconds) when it is a refusal; gives
+    /// it back either way, for the caller to answer with.
+    pub(super) async fn remember_refusal(&self, at: StoreAt, error: Error, now: u64) -> Error {
         let ttl = self.inner.freshness.negative_ttl.as_secs();
         if ttl > 0
             && let Some(reason) = remember(&error)
         {
-            self.inner.cache.store(key, Entry::refused(reason, now, now.saturating_add(ttl))).await;
+            self.store(at, Entry::refused(reason, now, now.saturating_add(ttl))).await;
         }
         error
     }

@@ -7,6 +7,7 @@
 
 use mirage_cache::{CacheKey, Entry};
 
+use super::purge::StoreAt;
 use super::{CacheStatus, Pipeline, Served};
 use crate::error::Error;
 use crate::freshness::{self, unix_seconds};
@@ -99,21 +100,22 @@ impl Pipeline {
     /// original's, so its expired copy is never served again.
     pub(super) async fn stale_variant_or(
         &self,
-        key: CacheKey,
+        at: StoreAt,
         stale: Option<Entry>,
         error: Error,
     ) -> Result<Served, Error> {
+        let key = at.key;
         if !error.allows_stale() {
             self.inner.health.revalidated(&key);
             let now = self.inner.clock.unix_now();
             return Err(match error {
                 Error::UpstreamNotFound { cache_seconds } => {
                     if cache_seconds > 0 {
-                        self.inner.cache.store(key, Entry::not_found(now, now.saturating_add(cache_seconds))).await;
+                        self.store(at, Entry::not_found(now, now.saturating_add(cache_seconds))).await;
                     }
                     error
                 }
-                error => self.remember_refusal(key, error, now).await,
+                error => self.remember_refusal(at, error, now).await,
             });
         }
         match self.stale_variant(key, stale) {

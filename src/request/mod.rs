@@ -13,7 +13,7 @@ pub use options::{
     Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
     Tenths, TransformOptions,
 };
-pub use route::{Route, parse_route};
+pub use route::{Route, parse_route, target_of_any_spelling};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;
@@ -175,6 +175,34 @@ mod tests {
         ];
         for (key, expected) in keys {
             assert_eq!(key.to_hex(), expected);
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_request_names_its_target() {
+        let want = Target::parse(TARGET).expect("valid");
+        let encoded = percent_encoding::utf8_percent_encode(TARGET, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let spellings = [
+            TARGET.to_owned(),
+            format!("  {TARGET}  "),
+            encoded.clone(),
+            format!("https://cors.zfour.workers.dev/?{TARGET}"),
+            format!("https://cors.zfour.workers.dev/?{encoded}"),
+            format!("http://mirage.example:8080/?{TARGET}"),
+            format!("HTTP://mirage.example/w=300,f=webp/?{encoded}"),
+            format!("//mirage.example/sig=abc,w=300/?{TARGET}"),
+            format!("/?{TARGET}"),
+            format!("/width=300/?{encoded}"),
+        ];
+        for text in spellings {
+            assert_eq!(target_of_any_spelling(&text).as_ref(), Ok(&want), "{text}");
+        }
+        // A target of its own that merely has a query or a directory path stays itself.
+        for own in ["https://h.example/dir/?a=b", "https://h.example/a.jpg?u=http://x/y", "https://h.example/?a=1"] {
+            assert_eq!(target_of_any_spelling(own).map(|t| t.canonical().to_owned()), Ok(own.to_owned()));
+        }
+        for bad in ["", "not a url", "/w=300/", "ftp://h/a.jpg", "/healthz"] {
+            assert!(target_of_any_spelling(bad).is_err(), "{bad}");
         }
     }
 

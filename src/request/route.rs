@@ -47,6 +47,40 @@ pub fn parse_route(path: &str, query: &str, accept: Option<&str>) -> Result<Rout
     }
 }
 
+/// The target that `text` names, in any spelling the server accepts, for commands that take image URLs as people
+/// copy them (purge): the raw target, percent-encoded or not (`https://h/a.jpg`, `https%3A%2F%2Fh%2Fa.jpg`), or
+/// a whole request: a path `/?{target}` or `/{options}/?{target}`, or the same behind any scheme and host (a
+/// Mirage host such as `http://img.example/w=300/?...`, or the CORS proxy `https://cors.zfour.workers.dev/?...`).
+/// The request form goes through [`parse_route`], the one parser of the grammar; its options and signature are
+/// dropped (they name a variant of the target). A URL whose path is `/` or one segment ending in `/` and whose
+/// query is itself a URL is read as such a request; anything else is read as the raw target.
+pub fn target_of_any_spelling(text: &str) -> Result<Target, RequestError> {
+    let text = text.trim();
+    let path_and_query = if let Some(scheme_relative) = text.strip_prefix("//") {
+        scheme_relative.find('/').map(|slash| &scheme_relative[slash..])
+    } else if text.starts_with('/') {
+        Some(text)
+    } else {
+        after_authority(text)
+    };
+    if let Some((path, query)) = path_and_query.and_then(|rest| rest.split_once('?'))
+        && let Ok(Route::Image { request, .. }) = parse_route(path, query, None)
+    {
+        return Ok(request.target);
+    }
+    Ok(Target::parse(text)?)
+}
+
+/// The path and query of an absolute `http`/`https` URL (from the first `/` after the host), if `text` is one.
+fn after_authority(text: &str) -> Option<&str> {
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|scheme| text.get(..scheme.len()).is_some_and(|head| head.eq_ignore_ascii_case(scheme)))?
+        .len();
+    let rest = &text[scheme_len..];
+    rest.find('/').map(|slash| &rest[slash..])
+}
+
 /// The raw options segment: percent-decoded, the signature taken out (returned as written, apart from the
 /// options: it is not an option and never part of the cache key), the rest parsed.
 fn parse_options_segment(raw: &str) -> Result<(TransformOptions, Option<String>), RequestError> {
