@@ -88,6 +88,12 @@ impl Fallback {
         &self.original
     }
 
+    /// What the stored fallback variants name as their source: the file itself, which is never an entry (so
+    /// `mirage cache stats` counts them as variants without original, and no purge of a real image touches them).
+    pub fn source_key(&self) -> CacheKey {
+        CacheKey::from_parts(&[b"fallback source", &self.digest])
+    }
+
     /// The cache key of the fallback made as `variant` asks: the file's digest, the canonical options and the
     /// negotiated class. Its own namespace, so it can never collide with a real image's key.
     pub fn variant_key(&self, variant: &Variant) -> CacheKey {

@@ -1,13 +1,13 @@
 //! `mirage cache stats` and `mirage cache verify`: a disk cache directory inspected offline, without a running
 //! server's help and safe beside one (`mirage_cache::inspect` says why).
 //!
-//! Originals and variants: the entry header does not record which an entry is yet, so `stats` tells them apart
-//! by a convention of the pipeline: a variant's `ETag` is its original's digest token (`"` + the first 32 hex
-//! digits of the original body's SHA-256 + `"`) and it has no `Last-Modified`, while an original keeps upstream's
-//! validators. An image entry of that shape is a variant; when no cached image has that digest its original is
-//! gone (evicted or expired away) and it is counted in `variants_without_original` too. An upstream that sends a
-//! 32-hex-digit strong ETag and no Last-Modified would have its originals counted as variants without original;
-//! once the header records the source key, that becomes exact.
+//! Originals and variants: the entry header records each entry's source key (an original is its own source), so
+//! `stats` counts them exactly, and a variant whose source is not in the directory is counted in
+//! `variants_without_original` too. Entries written before the header recorded it are told apart by a convention
+//! of the pipeline: a variant's `ETag` is its original's digest token (`"` + the first 32 hex digits of the
+//! original body's SHA-256 + `"`) and it has no `Last-Modified`, while an original keeps upstream's validators.
+//! Fallback-image variants name the fallback file as their source, which is never an entry: they count as
+//! variants without original.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mirage::config::{CacheArgs, CacheCommand};
 use mirage_cache::inspect::{self, EntryFile, Header, Verified};
-use mirage_cache::{EntryKind, EntryMeta};
+use mirage_cache::{CacheKey, EntryKind, EntryMeta};
 use serde::Serialize;
 
 /// Exit code when the directory cannot be read or does not exist.
@@ -97,8 +97,10 @@ struct Tally {
     stats: Stats,
     /// First 16 bytes of every image body's digest.
     image_digests: HashSet<[u8; 16]>,
-    /// The digest prefix each variant names as its original.
-    variant_sources: Vec<[u8; 16]>,
+    /// Keys of the originals, from headers that record it.
+    original_keys: HashSet<CacheKey>,
+    /// What each variant names as its original.
+    variant_links: Vec<VariantOf>,
     /// Shard directories holding entries, which the budget charges for.
     shard_dirs: HashSet<PathBuf>,
     /// Entry files rounded up to whole blocks, as the budget charges them.
@@ -135,12 +137,24 @@ impl Tally {
                 let mut digest = [0u8; 16];
                 digest.copy_from_slice(&meta.body_sha256()[..16]);
                 self.image_digests.insert(digest);
-                match variant_source(meta) {
+                match meta.source() {
+                    // The header says (entries written since the source key is recorded): exact.
+                    Some(source) if source == file.key => {
+                        stats.originals += 1;
+                        self.original_keys.insert(source);
+                    }
                     Some(source) => {
                         stats.variants += 1;
-                        self.variant_sources.push(source);
+                        self.variant_links.push(VariantOf::Key(source));
                     }
-                    None => stats.originals += 1,
+                    // An older entry: told by the digest-token convention.
+                    None => match variant_source(meta) {
+                        Some(digest) => {
+                            stats.variants += 1;
+                            self.variant_links.push(VariantOf::Digest(digest));
+                        }
+                        None => stats.originals += 1,
+                    },
                 }
             }
         }
@@ -149,8 +163,14 @@ impl Tally {
     fn finish(mut self, dir: &Path) -> Stats {
         let stats = &mut self.stats;
         stats.negative = stats.not_found + stats.refused;
-        stats.variants_without_original =
-            self.variant_sources.iter().filter(|source| !self.image_digests.contains(*source)).count() as u64;
+        stats.variants_without_original = self
+            .variant_links
+            .iter()
+            .filter(|link| match link {
+                VariantOf::Key(source) => !self.original_keys.contains(source),
+                VariantOf::Digest(digest) => !self.image_digests.contains(digest),
+            })
+            .count() as u64;
         let accounting = inspect::accounting(dir);
         stats.disk_bytes =
             self.file_costs + self.shard_dirs.len() as u64 * accounting.dir_bytes + accounting.base_bytes;
@@ -158,6 +178,13 @@ impl Tally {
         stats.dir = dir.to_path_buf();
         self.stats
     }
+}
+
+/// How a variant names its original: by key, recorded in its header, or (entries written before the header
+/// recorded it) by the digest token its `ETag` carries.
+enum VariantOf {
+    Key(CacheKey),
+    Digest([u8; 16]),
 }
 
 /// The original a variant names: its `ETag` is `"` + 32 lowercase hex digits + `"` (the original's digest

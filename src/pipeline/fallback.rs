@@ -44,7 +44,8 @@ impl Pipeline {
         // long as any cached image may (the LRU drops it when unused). Clients are told `--fallback-ttl` instead.
         let expires_at = now.saturating_add(self.inner.freshness.max_ttl.as_secs());
         let entry = Entry::image(encoded.format.media_type(), encoded.bytes.into(), now, expires_at)
-            .with_validators(fallback.variant_validators());
+            .with_validators(fallback.variant_validators())
+            .with_source(fallback.source_key());
         self.inner.cache.store(fallback.variant_key(variant), entry.clone()).await;
         Ok(Served::new(entry, CacheStatus::Fallback, true, now))
     }
