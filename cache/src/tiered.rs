@@ -525,11 +525,24 @@ impl TieredCache {
             // the purge (see `store_checked`), but its file exists for a moment. Waiting for the queued writes
             // (at most MAX_PENDING_WRITES) closes that window before the purge answers; writes queued from now on
             // see the purge before writing.
-            self.flush().await;
+            // Both waits are bounded by --disk-timeout, so a hung disk cannot hang a purge. The removal itself goes
+            // on in the background past it and lands when the disk answers again; until then the bypassed disk
+            // serves nothing anyway.
+            let timeout = self.inner.timeout;
+            if tokio::time::timeout(timeout, self.flush()).await.is_err() {
+                self.inner.health.timed_out("purge waiting for queued writes", timeout);
+            }
             let source = *source;
-            match tokio::task::spawn_blocking(move || disk.purge_source(&source)).await {
-                Ok(keys) => removed.extend(keys),
-                Err(error) => tracing::warn!(%error, "disk purge panicked"),
+            match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || disk.purge_source(&source))).await {
+                Ok(Ok(keys)) => removed.extend(keys),
+                Ok(Err(error)) => tracing::warn!(%error, "disk purge panicked"),
+                Err(_) => {
+                    self.inner.health.timed_out("purge", timeout);
+                    tracing::warn!(
+                        ?timeout,
+                        "disk purge still running past --disk-timeout; it finishes in the background"
+                    );
+                }
             }
         }
         drop(running);
