@@ -140,33 +140,20 @@ async fn offline_purge_of_a_stopped_servers_cache_then_every_entry_misses_after_
 #[tokio::test]
 async fn purge_command_usage_and_failures_have_their_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .env_remove("MIRAGE_CACHE_DIR")
-            .env_remove("MIRAGE_ADMIN_TOKEN")
-            .arg("purge")
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let cache_dir = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| purge_command(args.iter().map(|arg| (*arg).to_owned()).collect());
     // No URL at all, or both destinations: usage.
-    assert_eq!(run(&["--cache-dir", cache_dir]).status.code(), Some(2));
-    assert_eq!(
-        run(&["--cache-dir", cache_dir, "--server", "http://127.0.0.1:9", "http://h/a.jpg"]).status.code(),
-        Some(2)
-    );
-    assert_eq!(run(&["--cache-dir", cache_dir, "@/nonexistent/list"]).status.code(), Some(2));
+    assert_eq!(run(&["--cache-dir", cache_dir]).await.0, Some(2));
+    assert_eq!(run(&["--cache-dir", cache_dir, "--server", "http://127.0.0.1:9", "http://h/a.jpg"]).await.0, Some(2));
+    assert_eq!(run(&["--cache-dir", cache_dir, "@/nonexistent/list"]).await.0, Some(2));
     // An unknown URL purges nothing and succeeds; a line that is no URL fails the run, after the others.
-    let ok = run(&["--cache-dir", cache_dir, "http://h.example/unknown.jpg"]);
-    assert_eq!(ok.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "purged 0 entries of 1 URLs (0 invalid)");
-    let bad = run(&["--cache-dir", cache_dir, "http://h.example/a.jpg", "not a url"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&bad.stdout).trim(), "purged 0 entries of 1 URLs (1 invalid)");
+    let ok = run(&["--cache-dir", cache_dir, "http://h.example/unknown.jpg"]).await;
+    assert_eq!(ok, (Some(0), "purged 0 entries of 1 URLs (0 invalid)".to_owned()));
+    let bad = run(&["--cache-dir", cache_dir, "http://h.example/a.jpg", "not a url"]).await;
+    assert_eq!(bad, (Some(1), "purged 0 entries of 1 URLs (1 invalid)".to_owned()));
     // A server that does not answer.
-    let down = run(&["--server", &format!("http://{}", common::dead_addr().await), "http://h.example/a.jpg"]);
-    assert_eq!(down.status.code(), Some(1));
+    let down = run(&["--server", &format!("http://{}", common::dead_addr().await), "http://h.example/a.jpg"]).await;
+    assert_eq!(down.0, Some(1));
 }
 
 #[tokio::test]
