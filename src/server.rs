@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod access_log;
 mod send_timeout;
@@ -83,22 +84,9 @@ pub async fn serve_with(
     }
     tokio::pin!(shutdown);
     loop {
-        // Take a slot before accepting, so extra clients wait in the kernel's backlog instead of in our memory.
-        let slot = tokio::select! {
-            slot = connection_slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let Some((slot, stream, peer)) = accept(&listener, &connection_slots, &mut shutdown, "accept failed").await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let open = pipeline.metrics().connection();
@@ -141,4 +129,31 @@ pub async fn serve_with(
     // each within --shutdown-timeout. Then the disk is closed: nothing is written after this point.
     pipeline.shutdown(config.shutdown_timeout).await;
     tracing::info!("stopped");
+}
+
+/// The next connection and the slot it holds, or `None` once `shutdown` resolves (or the slots are closed). The
+/// slot is taken before accepting, so extra clients wait in the kernel's backlog instead of in our memory; an
+/// accept error (EMFILE and friends) is logged as `what` and backed off from instead of spun on.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    what: &'static str,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let slot = tokio::select! {
+        slot = Arc::clone(slots).acquire_owned() => slot.ok()?,
+        () = shutdown.as_mut() => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((slot, stream, peer)),
+                Err(error) => {
+                    tracing::warn!(%error, "{what}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
 }

@@ -123,20 +123,10 @@ pub async fn serve(
     let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let Some((slot, stream, peer)) =
+            crate::server::accept(&listener, &slots, &mut shutdown, "admin accept failed").await
+        else {
+            break;
         };
         let (pipeline, config) = (pipeline.clone(), Arc::clone(&config));
         let service = service_fn(move |request: Request<Incoming>| {
