@@ -101,6 +101,7 @@ impl SharedTier {
     /// them. Nothing is contacted here: an unreachable store is found (and logged) by `check`, not fatal. Must be
     /// called inside a Tokio runtime (the write queue's task is spawned).
     pub fn open(options: &SharedOptions) -> Result<SharedTier, String> {
+        install_tls_provider();
         let url = url::Url::parse(&options.url).map_err(|e| format!("--shared-cache {:?}: {e}", options.url))?;
         let environment = std::env::vars()
             .filter(|(name, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|prefix| name.starts_with(prefix)));
@@ -312,6 +313,12 @@ impl SharedTier {
     pub async fn flush(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.inner.writes.idle()).await.is_ok()
     }
+}
+
+/// Installs ring as the process's TLS provider, unless one is installed already: the store's HTTPS client (our
+/// reqwest, built without a provider of its own) needs one before it is built.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The current Unix time in milliseconds (leases and purge records are compared across nodes: wall clock).
