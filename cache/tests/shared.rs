@@ -22,6 +22,7 @@ fn options() -> SharedOptions {
         purge_poll: Duration::from_secs(3600),
         lease_ttl: Duration::from_secs(20),
         purge_retention: Duration::from_secs(30 * 86_400),
+        wait_for_queue: false,
     }
 }
 

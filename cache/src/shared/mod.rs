@@ -56,6 +56,9 @@ pub struct SharedOptions {
     pub lease_ttl: Duration,
     /// Purge records older than this (the longest TTL any entry can have) are deleted by whoever lists them.
     pub purge_retention: Duration,
+    /// A full write queue makes a store wait for room instead of dropping the write: for `warm`, whose job is to
+    /// fill the store; a server never waits (a response must not wait for the store).
+    pub wait_for_queue: bool,
 }
 
 /// The shared tier. Cheap to clone; clones share the store, the breaker, the write queue and the counters.
@@ -293,15 +296,16 @@ impl SharedTier {
         self.inner.writes.delete(&self.inner, path);
     }
 
-    /// Queues the write of `entry` under `key`, made from `source`; returns at once. `still_wanted` is asked just
+    /// Queues the write of `entry` under `key`, made from `source`; returns at once (unless `wait_for_queue`, and the
+    /// queue is full). `still_wanted` is asked just
     /// before the write and again after it (a purge since the fill began: then it is not written, or is deleted).
     /// A full queue drops the write and counts it.
-    pub fn put(&self, key: CacheKey, source: CacheKey, entry: Entry, still_wanted: StillWanted) {
+    pub async fn put(&self, key: CacheKey, source: CacheKey, entry: Entry, still_wanted: StillWanted) {
         let path = self.inner.layout.entry(&key, &source);
         // An original written by the holder of its fill lease keeps the lease until it has landed: nodes waiting
         // for it then find the object rather than a released lease and no object.
         let lease = if key == source { lease::held(&self.inner, &source) } else { None };
-        self.inner.writes.put(&self.inner, path, key, entry, still_wanted, lease);
+        self.inner.writes.put(&self.inner, path, key, entry, still_wanted, lease).await;
     }
 
     /// Queues the deletion of the entry `key` made from `source` (upstream now answers 404 or refuses it).
