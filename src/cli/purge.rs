@@ -24,21 +24,37 @@ pub async fn run(args: PurgeArgs) -> ExitCode {
         Err(message) => Err((message, 2)),
         Ok(urls) => match &args.server {
             Some(server) => through_server(server, args.admin_token.as_deref(), &urls).await,
-            None => offline(args.cache_dir.clone(), urls).await,
+            None => offline(args.cache_dir.clone(), args.shared_cache.as_deref(), urls).await,
         },
     };
     match result {
         Ok(report) => {
-            let failed = !report.invalid.is_empty();
             for invalid in &report.invalid {
                 eprintln!("mirage purge: not an image URL: {invalid}");
             }
+            let unrecorded: Vec<&str> = report
+                .purged
+                .iter()
+                .filter(|purged| purged.shared.is_some_and(|shared| !shared.recorded))
+                .map(|purged| purged.url.as_str())
+                .collect();
+            for url in &unrecorded {
+                eprintln!("mirage purge: the shared cache was not purged (other nodes keep their copies): {url}");
+            }
+            let shared: usize =
+                report.purged.iter().filter_map(|purged| purged.shared).map(|shared| shared.objects).sum();
+            let fleet = if report.purged.iter().any(|purged| purged.shared.is_some()) {
+                format!(", {shared} shared objects")
+            } else {
+                String::new()
+            };
             println!(
-                "purged {} entries of {} URLs ({} invalid)",
+                "purged {} entries{fleet} of {} URLs ({} invalid)",
                 report.entries(),
                 report.purged.len(),
                 report.invalid.len()
             );
+            let failed = !report.invalid.is_empty() || !unrecorded.is_empty();
             if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Err((message, code)) => {
@@ -130,15 +146,62 @@ async fn through_server(server: &url::Url, token: Option<&str>, urls: &[String])
 }
 
 /// Purges the disk cache at `dir` (default: the one `serve` uses) directly: the links from sources to variants
-/// come from the entries' headers, read once for the whole directory.
-async fn offline(dir: Option<std::path::PathBuf>, urls: Vec<String>) -> Result<Report, Failure> {
+/// come from the entries' headers, read once for the whole directory. With `shared`, also the fleet's shared cache
+/// (then a missing local directory is skipped).
+async fn offline(dir: Option<std::path::PathBuf>, shared: Option<&str>, urls: Vec<String>) -> Result<Report, Failure> {
     let dir = dir.or_else(default_cache_dir).ok_or_else(|| ("no cache directory: give --cache-dir".to_owned(), 2))?;
-    if !dir.is_dir() {
+    let mut report = if dir.is_dir() {
+        let urls = urls.clone();
+        tokio::task::spawn_blocking(move || purge_directory(&dir, &urls))
+            .await
+            .map_err(|error| (format!("purge failed: {error}"), 1))??
+    } else if shared.is_none() {
         return Err((format!("{} is not a cache directory", dir.display()), 1));
+    } else {
+        purge_nothing(&urls)
+    };
+    if let Some(url) = shared {
+        purge_shared(url, &mut report).await?;
     }
-    tokio::task::spawn_blocking(move || purge_directory(&dir, &urls))
-        .await
-        .map_err(|error| (format!("purge failed: {error}"), 1))?
+    Ok(report)
+}
+
+/// The report of a purge without a local cache: every valid URL with 0 entries.
+fn purge_nothing(urls: &[String]) -> Report {
+    let mut report = Report::default();
+    for text in urls {
+        match request::target_of_any_spelling(text) {
+            Ok(target) => {
+                let source = ImageRequest::source_key_of(&target);
+                let url = target.canonical().to_owned();
+                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries: 0, shared: None });
+            }
+            Err(_) => report.invalid.push(text.clone()),
+        }
+    }
+    report
+}
+
+/// Purges each source of `report` from the shared cache at `url`, recording what it did in the report.
+async fn purge_shared(url: &str, report: &mut Report) -> Result<(), Failure> {
+    let options = mirage_cache::shared::SharedOptions {
+        url: url.to_owned(),
+        timeout: Duration::from_secs(5),
+        probe_interval: Duration::from_secs(30),
+        purge_poll: Duration::from_secs(10),
+        lease_ttl: Duration::from_secs(20),
+        purge_retention: Duration::MAX,
+        wait_for_queue: true,
+    };
+    let shared = mirage_cache::shared::SharedTier::open(&options).map_err(|message| (message, 2))?;
+    for purged in &mut report.purged {
+        let target =
+            request::target_of_any_spelling(&purged.url).map_err(|_| (format!("{}: not a URL", purged.url), 1))?;
+        let outcome = shared.purge(&ImageRequest::source_key_of(&target)).await;
+        purged.shared =
+            Some(mirage::admin::purge::SharedPurged { objects: outcome.objects, recorded: outcome.recorded });
+    }
+    Ok(())
 }
 
 fn purge_directory(dir: &Path, urls: &[String]) -> Result<Report, Failure> {

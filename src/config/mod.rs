@@ -134,6 +134,12 @@ pub struct PurgeArgs {
     /// Safe while a server runs on it (files are removed by key), but that server's memory keeps its copies.
     #[arg(long, value_name = "DIR", env = "MIRAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Also purge the fleet's shared cache directly (without --server): delete each source's objects from the
+    /// store and write the purge records every node applies within its --purge-poll. Same URL and environment as
+    /// `serve --shared-cache`; a missing local --cache-dir is then not an error.
+    #[arg(long, value_name = "URL", env = "MIRAGE_SHARED_CACHE")]
+    pub shared_cache: Option<String>,
 }
 
 /// The flags of `mirage sign`.
