@@ -213,7 +213,12 @@ async fn a_node_with_a_cursor_applies_what_it_missed_and_one_without_starts_from
     // A node that was up before, then went down: its cursor is in its cache directory.
     let mut before = PurgeFeed::new(a.shared().unwrap().clone(), Some(dir.path().to_owned()));
     assert_eq!(before.poll().await, Some(vec![]));
-    assert!(dir.path().join(mirage_cache::shared::CURSOR_FILE).exists());
+    let cursor = dir.path().join(mirage_cache::shared::CURSOR_FILE);
+    let started = Instant::now();
+    while !cursor.exists() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the cursor was not saved");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let b = node(&store, &options()).await;
     b.purge_everywhere(&key("while-down.jpg")).await;
     let mut restarted = PurgeFeed::new(a.shared().unwrap().clone(), Some(dir.path().to_owned()));

@@ -110,6 +110,8 @@ pub struct PurgeFeed {
     cursor: Option<PathBuf>,
     /// When the records were last swept for old ones (Unix milliseconds; 0: at the first poll).
     swept_at: u64,
+    /// What the cursor file holds, as far as this feed knows.
+    saved: Option<u64>,
 }
 
 impl PurgeFeed {
@@ -121,7 +123,14 @@ impl PurgeFeed {
             .as_ref()
             .and_then(|path| std::fs::read_to_string(path).ok())
             .and_then(|text| text.trim().parse::<u64>().ok());
-        PurgeFeed { tier, applied_until: saved.unwrap_or_else(unix_millis), seen: HashSet::new(), cursor, swept_at: 0 }
+        PurgeFeed {
+            tier,
+            applied_until: saved.unwrap_or_else(unix_millis),
+            seen: HashSet::new(),
+            cursor,
+            swept_at: 0,
+            saved,
+        }
     }
 
     /// Lists the records since the last poll and returns the sources other nodes purged, each once. Deletes the
@@ -197,14 +206,22 @@ impl PurgeFeed {
         Some(purged)
     }
 
-    /// Keeps the cursor for the next run; a failure only means re-applying some records then.
-    fn save(&self) {
-        let Some(path) = &self.cursor else { return };
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, self.applied_until.to_string()).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(error) = written {
-            tracing::debug!(path = %path.display(), %error, "could not save the purge cursor");
+    /// Keeps the cursor for the next run, when it moved; a failure only means re-applying some records then. On a
+    /// blocking thread, not awaited: the cache directory may be on a disk that hangs.
+    fn save(&mut self) {
+        let Some(path) = self.cursor.clone() else { return };
+        if self.saved == Some(self.applied_until) {
+            return;
         }
+        self.saved = Some(self.applied_until);
+        let applied_until = self.applied_until;
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, applied_until.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(error) = written {
+                tracing::debug!(path = %path.display(), %error, "could not save the purge cursor");
+            }
+        });
     }
 
     /// How often to poll.
