@@ -544,7 +544,7 @@ impl PipelineCollector {
         )?;
         let mut lookups = family(
             encoder,
-            "mirage_shared_lookups_total",
+            "mirage_shared_lookups",
             "Shared cache lookups, by result (skipped: the breaker was open; corrupt: deleted, not served).",
             MetricType::Counter,
         )?;
@@ -553,7 +553,7 @@ impl PipelineCollector {
         }
         let mut writes = family(
             encoder,
-            "mirage_shared_writes_total",
+            "mirage_shared_writes",
             "Shared cache writes, by result (dropped: the queue was full or the breaker open).",
             MetricType::Counter,
         )?;
@@ -562,7 +562,7 @@ impl PipelineCollector {
         }
         let mut leases = family(
             encoder,
-            "mirage_shared_leases_total",
+            "mirage_shared_leases",
             "Cluster-wide fill lease claims, by result (lost: another node fetched and this one waited for it).",
             MetricType::Counter,
         )?;
@@ -572,7 +572,7 @@ impl PipelineCollector {
         counter(
             &mut family(
                 encoder,
-                "mirage_shared_purges_applied_total",
+                "mirage_shared_purges_applied",
                 "Purges made through other nodes, applied to this node's tiers.",
                 MetricType::Counter,
             )?,
