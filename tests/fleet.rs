@@ -240,6 +240,14 @@ async fn the_s3_harness_starts_stops_restarts_and_edits_objects() {
     s3.delete("p/v1/b/source").await;
     assert_eq!(s3.keys("p").await, ["p/v1/a/source"]);
 
+    // Create-only writes behave as in S3, also when they race (the script serialises moto's writes): a fill
+    // lease is taken by exactly one of many.
+    assert!(!s3.create("p/v1/a/source", body.clone()).await, "created over an existing object");
+    let racing = (0..20).map(|i| s3.create("p/v1/a/lease", Bytes::from(format!("node {i}"))));
+    let created = futures_util::future::join_all(racing).await;
+    assert_eq!(created.iter().filter(|created| **created).count(), 1, "{created:?}");
+    s3.delete("p/v1/a/lease").await;
+
     // Requests must be signed (moto refuses anonymous ones), with the pairs `env` gives a node.
     let env: BTreeMap<String, String> = s3.env().into_iter().collect();
     assert_eq!(env["AWS_ENDPOINT_URL"], s3.endpoint());

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
 /// The key pair every client uses: moto accepts any, as long as requests are signed.
 const KEY_ID: &str = "test";
@@ -189,6 +189,17 @@ impl S3Server {
     /// Writes (or overwrites) the object.
     pub async fn put(&self, key: &str, body: Bytes) {
         self.store.put(&path(key), PutPayload::from_bytes(body)).await.unwrap_or_else(|e| panic!("putting {key}: {e}"));
+    }
+
+    /// A create-only write (`If-None-Match: *`, how a fill lease is taken): whether it created the object. False
+    /// when the object already exists.
+    pub async fn create(&self, key: &str, body: Bytes) -> bool {
+        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        match self.store.put_opts(&path(key), PutPayload::from_bytes(body), options).await {
+            Ok(_) => true,
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => false,
+            Err(e) => panic!("creating {key}: {e}"),
+        }
     }
 
     /// Whether the object exists.
