@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use mirage_cache::{Coalescer, Entry, EntryKind, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache};
+use mirage_cache::shared::SharedTier;
+use mirage_cache::{
+    Coalescer, Entry, EntryKind, FillClaim, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
+};
 use tokio::sync::Semaphore;
 
 use self::purge::{StoreAt, sourced};
@@ -43,6 +46,8 @@ pub enum CacheStatus {
     HitMemory,
     /// Fresh in the disk tier.
     HitDisk,
+    /// Fresh in the fleet's shared tier (now also in this node's memory and disk).
+    HitShared,
     /// Fetched from upstream now.
     Miss,
     /// Upstream failed; an expired copy answered (stale-if-error).
@@ -59,6 +64,7 @@ impl CacheStatus {
         match self {
             CacheStatus::HitMemory => "HIT-MEMORY",
             CacheStatus::HitDisk => "HIT-DISK",
+            CacheStatus::HitShared => "HIT-SHARED",
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
             CacheStatus::Revalidated => "REVALIDATED",
@@ -72,6 +78,7 @@ impl From<Tier> for CacheStatus {
         match tier {
             Tier::Memory => CacheStatus::HitMemory,
             Tier::Disk => CacheStatus::HitDisk,
+            Tier::Shared => CacheStatus::HitShared,
         }
     }
 }
@@ -153,7 +160,8 @@ impl Pipeline {
     /// the service runs memory-only rather than not at all.
     pub async fn new(config: &PipelineConfig) -> Result<Pipeline, String> {
         let memory = MemoryTier::new(config.cache.memory_bytes);
-        let cache = TieredCache::open(memory, config.cache.disk_options()).await;
+        let shared = config.cache.shared.as_ref().map(SharedTier::open).transpose()?;
+        let cache = TieredCache::open(memory, config.cache.disk_options(), shared).await;
         let fetcher = Fetcher::new(config.fetch.clone()).map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Pipeline {
             inner: Arc::new(Inner {
@@ -233,8 +241,12 @@ impl Pipeline {
         if writes.is_err() {
             tracing::warn!(?limit, "shutdown timeout passed with disk writes unfinished; not waiting for them");
         }
+        let shared = self.inner.cache.flush_shared(limit).await;
+        if !shared {
+            tracing::warn!(?limit, "shutdown timeout passed with shared cache writes unfinished; not waiting for them");
+        }
         self.inner.cache.close();
-        fills.is_ok() && writes.is_ok()
+        fills.is_ok() && writes.is_ok() && shared
     }
 
     /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
@@ -256,7 +268,7 @@ impl Pipeline {
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
-        let stale = match self.inner.cache.lookup(&key, now).await {
+        let stale = match self.inner.cache.lookup_with_source(&key, &request.source_key(), now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
@@ -286,7 +298,7 @@ impl Pipeline {
         // Taken before anything is read: a purge from here on keeps this fill from storing.
         let at = self.store_at(key, request.source_key());
         let now = self.inner.clock.unix_now();
-        let expired = match self.inner.cache.lookup(&key, now).await {
+        let expired = match self.inner.cache.lookup_with_source(&key, &at.source, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
@@ -384,7 +396,7 @@ impl Pipeline {
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
         let key = ImageRequest::source_key_of(target);
         let now = self.inner.clock.unix_now();
-        let stale = match self.inner.cache.lookup(&key, now).await {
+        let stale = match self.inner.cache.lookup_with_source(&key, &key, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
@@ -409,6 +421,12 @@ impl Pipeline {
         if let Lookup::Fresh(entry, tier) = self.inner.cache.lookup(&key, now).await {
             return answer_from_cache(entry, tier.into(), now);
         }
+        // One fetch per source in the whole fleet: another node holding the lease fetches, this one waits for its
+        // entry. Ours is held until what this fill stores has reached the shared tier.
+        let _lease = match self.inner.cache.claim_fill(&key, now).await {
+            FillClaim::Filled(entry) => return answer_from_cache(entry, CacheStatus::HitShared, now),
+            FillClaim::Fetch(lease) => lease,
+        };
         // A host whose breaker is open is not contacted: its last failure answers at once.
         let host = upstream_health::host_of(request.target.url());
         let fetched = match self.inner.fetch_slots.try_acquire() {

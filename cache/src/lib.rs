@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod key;
 pub mod memory;
 pub mod meta;
+pub mod shared;
 pub mod tiered;
 
 mod coalesce;
@@ -20,4 +21,4 @@ pub use disk::{DiskError, DiskTier};
 pub use key::CacheKey;
 pub use memory::MemoryTier;
 pub use meta::{Entry, EntryKind, EntryMeta, FreshnessInputs, Validators};
-pub use tiered::{DiskOptions, Lookup, PurgeGeneration, Tier, TieredCache};
+pub use tiered::{DiskOptions, FillClaim, Lookup, PurgeGeneration, PurgeOutcome, Tier, TieredCache};

@@ -19,6 +19,7 @@ use crate::health::DiskHealth;
 use crate::key::CacheKey;
 use crate::memory::MemoryTier;
 use crate::meta::{Entry, EntryKind};
+use crate::shared::{FillLease, LeaseClaim, PurgeFeed, SharedPurge, SharedTier, StillWanted, Waited};
 use crate::touch::{TOUCH_QUEUE, Touches};
 
 /// Disk writes allowed to be queued or running at once. Beyond this, `store` waits for a slot:
@@ -130,6 +131,26 @@ pub enum Tier {
     Memory,
     /// The disk tier (the entry is now also in memory).
     Disk,
+    /// The shared tier of the fleet (the entry is now also in memory and on disk).
+    Shared,
+}
+
+/// What a purge removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    /// Local entries removed (memory and disk, each entry once).
+    pub entries: usize,
+    /// What the purge did in the shared tier, when there is one.
+    pub shared: Option<SharedPurge>,
+}
+
+/// Whether a fill goes upstream, or another node's fill answered it.
+#[derive(Debug)]
+pub enum FillClaim {
+    /// Go upstream; with the cluster-wide lease when the shared tier gave one (keep it until the entry is stored).
+    Fetch(Option<FillLease>),
+    /// Another node fetched it meanwhile: its entry, from the shared tier (now also stored locally).
+    Filled(Entry),
 }
 
 /// The result of a lookup.
@@ -164,6 +185,8 @@ struct Inner {
     owner: Mutex<Option<OwnerLock>>,
     /// Bumped by purges; checked by stores from fills and by disk-hit promotion.
     purges: PurgeGenerations,
+    /// The fleet's shared tier, behind the local ones (`--shared-cache`).
+    shared: Option<SharedTier>,
 }
 
 impl Inner {
@@ -230,9 +253,24 @@ impl TieredCache {
     /// needs no index, the entry's checksum vouches for it) while the index is built in the background
     /// (`is_ready` tells when). A directory that cannot be opened, or not in time, is logged and left out:
     /// the service runs memory-only rather than not at all.
-    pub async fn open(memory: MemoryTier, options: Option<DiskOptions>) -> TieredCache {
+    ///
+    /// With a shared tier, also checks the store in the background (logging whether it answers) and follows its
+    /// purge records every `--purge-poll`.
+    pub async fn open(memory: MemoryTier, options: Option<DiskOptions>, shared: Option<SharedTier>) -> TieredCache {
+        let cache_dir = options.as_ref().map(|options| options.root.clone());
+        let cache = TieredCache::open_local(memory, options, shared.clone()).await;
+        if let Some(shared) = shared {
+            let checking = shared.clone();
+            tokio::spawn(async move { checking.check().await });
+            let feed = PurgeFeed::new(shared, cache_dir);
+            tokio::spawn(follow_purges(Arc::downgrade(&cache.inner), feed));
+        }
+        cache
+    }
+
+    async fn open_local(memory: MemoryTier, options: Option<DiskOptions>, shared: Option<SharedTier>) -> TieredCache {
         let Some(options) = options else {
-            return TieredCache::new(memory, None);
+            return TieredCache::build(memory, None, DEFAULT_DISK_TIMEOUT, None, shared);
         };
         let timeout = options.timeout;
         let root = options.root.clone();
@@ -274,7 +312,7 @@ impl TieredCache {
                 (None, None)
             }
         };
-        let cache = TieredCache::build(memory, disk, timeout, owner);
+        let cache = TieredCache::build(memory, disk, timeout, owner, shared);
         if let Some(disk) = cache.inner.disk.clone() {
             // Minutes with millions of entries: off the start-up path, on a blocking thread.
             tokio::task::spawn_blocking(move || {
@@ -286,10 +324,16 @@ impl TieredCache {
 
     /// `new` with a bound on each disk operation.
     pub fn with_timeout(memory: MemoryTier, disk: Option<DiskTier>, timeout: Duration) -> TieredCache {
-        TieredCache::build(memory, disk, timeout, None)
+        TieredCache::build(memory, disk, timeout, None, None)
     }
 
-    fn build(memory: MemoryTier, disk: Option<DiskTier>, timeout: Duration, owner: Option<OwnerLock>) -> TieredCache {
+    fn build(
+        memory: MemoryTier,
+        disk: Option<DiskTier>,
+        timeout: Duration,
+        owner: Option<OwnerLock>,
+        shared: Option<SharedTier>,
+    ) -> TieredCache {
         let (touches, pending) = match disk {
             Some(_) => {
                 let (touches, receiver) = Touches::new();
@@ -311,6 +355,7 @@ impl TieredCache {
                 pending_touches: Mutex::new(pending),
                 owner: Mutex::new(owner),
                 purges: PurgeGenerations::new(),
+                shared,
             }),
         };
         if cache.inner.disk.is_some()
@@ -329,6 +374,11 @@ impl TieredCache {
     /// The disk tier, if configured.
     pub fn disk(&self) -> Option<&DiskTier> {
         self.inner.disk.as_deref()
+    }
+
+    /// The fleet's shared tier, if configured.
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.inner.shared.as_ref()
     }
 
     /// True after a disk failure until the next successful disk write (for health/metrics).
@@ -428,12 +478,62 @@ impl TieredCache {
         }
     }
 
+    /// `lookup`, then the shared tier (whose layout needs the entry's `source`: the key itself for an original).
+    /// A local miss, or a local copy that is stale, asks the shared tier: another node may have fetched, made or
+    /// revalidated it. A shared entry newer than the local copy is promoted into memory and disk (not written back)
+    /// and answers as `Tier::Shared`, fresh or stale.
+    pub async fn lookup_with_source(&self, key: &CacheKey, source: &CacheKey, now: u64) -> Lookup {
+        let local = self.lookup(key, now).await;
+        let Some(shared) = &self.inner.shared else { return local };
+        let stale = match local {
+            Lookup::Fresh(..) => return local,
+            Lookup::Stale(entry, tier) => Some((entry, tier)),
+            Lookup::Miss => None,
+        };
+        // Taken before the read: a purge of the source meanwhile keeps the copy out of the local tiers.
+        let since = self.purge_generation(source);
+        match shared.get(key, source).await {
+            Some(entry) if stale.as_ref().is_none_or(|(old, _)| entry.meta().stored_at > old.meta().stored_at) => {
+                self.store_checked(*key, entry.clone(), Some(since), false).await;
+                if entry.is_fresh(now) {
+                    Lookup::Fresh(entry, Tier::Shared)
+                } else {
+                    Lookup::Stale(entry, Tier::Shared)
+                }
+            }
+            _ => stale.map_or(Lookup::Miss, |(entry, tier)| Lookup::Stale(entry, tier)),
+        }
+    }
+
+    /// Before a fill of the original `source` goes upstream: takes the cluster-wide fill lease, or waits for the
+    /// node that holds it and answers with its entry. Without a shared tier (or one that cannot give leases), the
+    /// fill goes ahead with no lease: per-node coalescing only. `now` (Unix seconds) judges the entry found fresh.
+    pub async fn claim_fill(&self, source: &CacheKey, now: u64) -> FillClaim {
+        let Some(shared) = &self.inner.shared else { return FillClaim::Fetch(None) };
+        let since = self.purge_generation(source);
+        // A few rounds at most: a lease released without an entry (the holder's fetch failed) is claimed again.
+        for _ in 0..3 {
+            match shared.claim_lease(source).await {
+                LeaseClaim::Won(lease) => return FillClaim::Fetch(Some(lease)),
+                LeaseClaim::Unavailable => return FillClaim::Fetch(None),
+                LeaseClaim::Lost { expires_at } => match shared.wait_for_fill(source, expires_at, now).await {
+                    Waited::Filled(entry) => {
+                        self.store_checked(*source, entry.clone(), Some(since), false).await;
+                        return FillClaim::Filled(entry);
+                    }
+                    Waited::Released => {}
+                },
+            }
+        }
+        FillClaim::Fetch(None)
+    }
+
     /// Inserts into memory now and queues a disk write for images without waiting for the write
     /// itself (only, when `MAX_PENDING_WRITES` are already queued, for a slot in the queue).
     /// A `NotFound` or `Refused` entry stays memory-only and instead queues removal of any older disk
     /// copy, so an image deleted upstream is not resurrected from disk later.
     pub async fn store(&self, key: CacheKey, entry: Entry) {
-        self.store_checked(key, entry, None).await;
+        self.store_checked(key, entry, None, true).await;
     }
 
     /// The purge generation of `source` now: a fill takes it when it starts and stores with
@@ -446,10 +546,11 @@ impl TieredCache {
     /// that raced with the purge is removed again). Each tier checks after writing: either the purge's removal
     /// came after the write and removed it, or the purge's bump, which precedes its removal, is seen.
     pub async fn store_unless_purged(&self, key: CacheKey, entry: Entry, since: PurgeGeneration) {
-        self.store_checked(key, entry, Some(since)).await;
+        self.store_checked(key, entry, Some(since), true).await;
     }
 
-    async fn store_checked(&self, key: CacheKey, entry: Entry, since: Option<PurgeGeneration>) {
+    /// Stores in memory and on disk, and in the shared tier when `to_shared` (not what was just read from it).
+    async fn store_checked(&self, key: CacheKey, entry: Entry, since: Option<PurgeGeneration>, to_shared: bool) {
         let purged = move |inner: &Inner| since.is_some_and(|since| inner.purges.purged_since(since));
         if purged(&self.inner) {
             return;
@@ -458,6 +559,9 @@ impl TieredCache {
         if purged(&self.inner) {
             self.inner.memory.remove(&key).await;
             return;
+        }
+        if to_shared {
+            self.store_shared(key, &entry, since);
         }
         if self.inner.disk.is_none() || self.inner.closed.load(Ordering::SeqCst) {
             return;
@@ -511,6 +615,47 @@ impl TieredCache {
         });
     }
 
+    /// Queues the shared tier's copy of an entry that names its source: an image is written, a negative answer
+    /// removes an older image (so it is not served from there either). Never waits for the store.
+    fn store_shared(&self, key: CacheKey, entry: &Entry, since: Option<PurgeGeneration>) {
+        let (Some(shared), Some(source)) = (&self.inner.shared, entry.meta().source()) else { return };
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        match entry.meta().kind {
+            EntryKind::Image => {
+                let inner = Arc::downgrade(&self.inner);
+                let still_wanted: StillWanted = Box::new(move || {
+                    since.is_none_or(|since| inner.upgrade().is_some_and(|inner| !inner.purges.purged_since(since)))
+                });
+                shared.put(key, source, entry.clone(), still_wanted);
+            }
+            EntryKind::NotFound | EntryKind::Refused => shared.remove(&key, &source),
+        }
+    }
+
+    /// `purge`, then the same in the shared tier: deletes the source's objects there and writes the purge
+    /// record that makes every other node drop its copies within `--purge-poll`.
+    pub async fn purge_everywhere(&self, source: &CacheKey) -> PurgeOutcome {
+        let running = self.inner.purges.begin(source);
+        let entries = self.purge(source).await;
+        let shared = match &self.inner.shared {
+            Some(shared) => Some(shared.purge(source).await),
+            None => None,
+        };
+        drop(running);
+        PurgeOutcome { entries, shared }
+    }
+
+    /// Waits until the shared tier's queued writes are made or dropped, at most `limit` (shutdown, `warm`); returns
+    /// whether they were. True without a shared tier.
+    pub async fn flush_shared(&self, limit: Duration) -> bool {
+        match &self.inner.shared {
+            Some(shared) => shared.flush(limit).await,
+            None => true,
+        }
+    }
+
     /// Removes the original `source` and every variant made from it from both tiers, and keeps fills in flight
     /// for it from storing afterwards (see [`TieredCache::store_unless_purged`]). Returns how many distinct
     /// entries were removed (a key held in memory and on disk counts once). Costs the number of variants of
@@ -561,6 +706,26 @@ impl TieredCache {
         }
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || inner.apply_touches()).await;
+    }
+}
+
+/// Applies the purges other nodes recorded in the shared tier to the local tiers, every `--purge-poll`, until the
+/// cache is dropped.
+async fn follow_purges(inner: Weak<Inner>, mut feed: PurgeFeed) {
+    let mut interval = tokio::time::interval(feed.interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let cache = TieredCache { inner };
+        let Some(sources) = feed.poll().await else { continue };
+        for source in sources {
+            let entries = cache.purge(&source).await;
+            if let Some(shared) = cache.shared() {
+                shared.stats().purge_applied();
+            }
+            tracing::info!(source = %source.tag(), entries, "applied a purge from another node");
+        }
     }
 }
 

@@ -26,6 +26,19 @@ pub struct Purged {
     pub tag: String,
     /// Cache entries removed: the original and its variants, memory and disk counted once per entry.
     pub entries: usize,
+    /// What the purge did in the fleet's shared cache, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedPurged>,
+}
+
+/// A purge in the shared cache, as answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedPurged {
+    /// Objects deleted from the store: the original, its variants, and a fill lease if one was held.
+    pub objects: usize,
+    /// Whether the purge record was written, so every other node drops its copies within `--purge-poll`. False
+    /// when the store failed: then other nodes keep theirs until the purge is repeated.
+    pub recorded: bool,
 }
 
 /// What a purge did: the JSON body of the answer.
@@ -88,9 +101,16 @@ pub async fn purge_urls(pipeline: &Pipeline, urls: &[String]) -> Report {
     for text in urls {
         match request::target_of_any_spelling(text) {
             Ok(target) => {
-                let entries = pipeline.purge(&target).await;
+                let outcome = pipeline.purge(&target).await;
                 let tag = ImageRequest::source_key_of(&target).tag();
-                report.purged.push(Purged { url: target.canonical().to_owned(), tag, entries });
+                let shared =
+                    outcome.shared.map(|shared| SharedPurged { objects: shared.objects, recorded: shared.recorded });
+                report.purged.push(Purged {
+                    url: target.canonical().to_owned(),
+                    tag,
+                    entries: outcome.entries,
+                    shared,
+                });
             }
             Err(_) => report.invalid.push(text.clone()),
         }

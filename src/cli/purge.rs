@@ -152,7 +152,7 @@ fn purge_directory(dir: &Path, urls: &[String]) -> Result<Report, Failure> {
                 let source = ImageRequest::source_key_of(&target);
                 let entries = disk.purge_source(&source).len();
                 let url = target.canonical().to_owned();
-                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries });
+                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries, shared: None });
             }
             Err(_) => report.invalid.push(text.clone()),
         }

@@ -360,6 +360,28 @@ pub struct PipelineArgs {
     #[arg(long, env = "MIRAGE_DISK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub disk_timeout: Duration,
 
+    /// A cache shared by a fleet of nodes, on object storage: s3://BUCKET/PREFIX (also gs://, az://, and
+    /// file:///PATH for a shared file system). Looked up after memory and disk, before upstream; originals and
+    /// variants are both shared, one upstream fetch per image fleet-wide. S3 settings come from the environment:
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL (or
+    /// AWS_ENDPOINT) for an S3-compatible server, AWS_ALLOW_HTTP=true for a plain-HTTP endpoint (GCS reads
+    /// GOOGLE_*, Azure AZURE_*).
+    #[arg(long, value_name = "URL", env = "MIRAGE_SHARED_CACHE")]
+    pub shared_cache: Option<String>,
+
+    /// Longest a shared cache lookup or lease may take (writes, purges and listings get ten times it). A store
+    /// that fails or overruns it is skipped for --shared-probe-interval.
+    #[arg(long, env = "MIRAGE_SHARED_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub shared_timeout: Duration,
+
+    /// How long a failing shared cache is skipped before one request probes it again.
+    #[arg(long, env = "MIRAGE_SHARED_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub shared_probe_interval: Duration,
+
+    /// How often the shared cache's purge records are read, so a purge made through any node reaches this one.
+    #[arg(long, env = "MIRAGE_PURGE_POLL", default_value = "10s", value_parser = parse_duration)]
+    pub purge_poll: Duration,
+
     /// Timeout for connecting to an upstream host.
     #[arg(long, env = "MIRAGE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -469,6 +491,8 @@ pub struct CacheConfig {
     pub record_budget: bool,
     /// Bound on each disk operation.
     pub disk_timeout: Duration,
+    /// The fleet's shared tier (`--shared-cache`), if any.
+    pub shared: Option<mirage_cache::shared::SharedOptions>,
 }
 
 impl CacheConfig {
@@ -684,12 +708,26 @@ impl PipelineArgs {
         if self.disk_timeout.is_zero() {
             return Err("--disk-timeout must be longer than zero".into());
         }
+        if self.shared_timeout.is_zero() || self.shared_probe_interval.is_zero() || self.purge_poll.is_zero() {
+            return Err("--shared-timeout, --shared-probe-interval and --purge-poll must be longer than zero".into());
+        }
+        let shared = self.shared_cache.map(|url| mirage_cache::shared::SharedOptions {
+            url,
+            timeout: self.shared_timeout,
+            probe_interval: self.shared_probe_interval,
+            purge_poll: self.purge_poll,
+            // A lease outlives no fetch: past --fetch-timeout its holder has given up (or died).
+            lease_ttl: self.fetch_timeout,
+            // Nothing purged can still be served past its longest freshness plus the stale-if-error window.
+            purge_retention: self.max_ttl.saturating_add(self.stale_if_error),
+        });
         Ok(PipelineConfig {
             cache: CacheConfig {
                 memory_bytes: self.memory_cache_size,
                 disk,
                 record_budget: role == CacheRole::Owner,
                 disk_timeout: self.disk_timeout,
+                shared,
             },
             fetch: FetchConfig {
                 user_agent: self.user_agent,

@@ -23,6 +23,8 @@ use prometheus_client::registry::Registry;
 pub use histogram::Histogram;
 
 use crate::error::ErrorCode;
+use mirage_cache::shared::{LeaseResult, LookupResult, WriteResult};
+
 use crate::pipeline::{CacheStatus, Pipeline};
 use crate::transform::OutputFormat;
 
@@ -64,7 +66,8 @@ impl RouteKind {
 const ROUTES: usize = RouteKind::ALL.len();
 
 /// `cache` label values: the `X-Cache` header, or `none` for answers without an image.
-const CACHE_LABELS: [&str; 7] = ["HIT-MEMORY", "HIT-DISK", "MISS", "STALE", "REVALIDATED", "FALLBACK", "none"];
+const CACHE_LABELS: [&str; 8] =
+    ["HIT-MEMORY", "HIT-DISK", "MISS", "STALE", "REVALIDATED", "FALLBACK", "HIT-SHARED", "none"];
 
 fn cache_index(status: Option<CacheStatus>) -> usize {
     match status {
@@ -74,7 +77,8 @@ fn cache_index(status: Option<CacheStatus>) -> usize {
         Some(CacheStatus::Stale) => 3,
         Some(CacheStatus::Revalidated) => 4,
         Some(CacheStatus::Fallback) => 5,
-        None => 6,
+        Some(CacheStatus::HitShared) => 6,
+        None => 7,
     }
 }
 
@@ -388,6 +392,7 @@ impl Collector for PipelineCollector {
         )?;
 
         self.encode_cache(&mut encoder)?;
+        self.encode_shared(&mut encoder)?;
 
         let mut upstream = family(
             &mut encoder,
@@ -521,6 +526,57 @@ impl PipelineCollector {
                 MetricType::Gauge,
             )?,
             i64::from(cache.disk_degraded()),
+        )
+    }
+
+    /// `mirage_shared_*`, when there is a shared tier: its breaker and what its lookups, writes and leases did.
+    fn encode_shared(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(shared) = self.0.cache().shared() else { return Ok(()) };
+        let stats = shared.stats();
+        gauge(
+            &mut family(
+                encoder,
+                "mirage_shared_breaker_open",
+                "1 while the shared cache is skipped after a failure (probed once per --shared-probe-interval), else 0.",
+                MetricType::Gauge,
+            )?,
+            i64::from(shared.breaker_open()),
+        )?;
+        let mut lookups = family(
+            encoder,
+            "mirage_shared_lookups_total",
+            "Shared cache lookups, by result (skipped: the breaker was open; corrupt: deleted, not served).",
+            MetricType::Counter,
+        )?;
+        for result in LookupResult::ALL {
+            counter(&mut lookups.encode_family(&[("result", result.label())])?, stats.lookups(*result))?;
+        }
+        let mut writes = family(
+            encoder,
+            "mirage_shared_writes_total",
+            "Shared cache writes, by result (dropped: the queue was full or the breaker open).",
+            MetricType::Counter,
+        )?;
+        for result in WriteResult::ALL {
+            counter(&mut writes.encode_family(&[("result", result.label())])?, stats.writes(*result))?;
+        }
+        let mut leases = family(
+            encoder,
+            "mirage_shared_leases_total",
+            "Cluster-wide fill lease claims, by result (lost: another node fetched and this one waited for it).",
+            MetricType::Counter,
+        )?;
+        for result in LeaseResult::ALL {
+            counter(&mut leases.encode_family(&[("result", result.label())])?, stats.leases(*result))?;
+        }
+        counter(
+            &mut family(
+                encoder,
+                "mirage_shared_purges_applied_total",
+                "Purges made through other nodes, applied to this node's tiers.",
+                MetricType::Counter,
+            )?,
+            stats.purges_applied(),
         )
     }
 }

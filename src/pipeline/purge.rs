@@ -2,7 +2,7 @@
 //! makes that exact: every entry a fill stores names its source, and every fill stores only if its source was not
 //! purged since the fill began.
 
-use mirage_cache::{CacheKey, Entry, PurgeGeneration};
+use mirage_cache::{CacheKey, Entry, PurgeGeneration, PurgeOutcome};
 
 use super::Pipeline;
 use crate::request::{ImageRequest, Target};
@@ -25,15 +25,16 @@ pub(super) fn sourced(entry: Entry, source: CacheKey) -> Entry {
 
 impl Pipeline {
     /// Removes the original at `target` and every variant made from it from memory and disk, and keeps fills in
-    /// flight for it from storing what they make. Returns how many cache entries were removed (0 when nothing of
-    /// it was cached). Costs the number of its variants, not a scan of the cache.
-    pub async fn purge(&self, target: &Target) -> usize {
+    /// flight for it from storing what they make; with a shared tier, also from the store, with the purge record
+    /// that makes every other node do the same. Returns how many local entries were removed (0 when nothing of it
+    /// was cached here) and what happened in the store. Costs the number of its variants, not a scan of the cache.
+    pub async fn purge(&self, target: &Target) -> PurgeOutcome {
         let source = ImageRequest::source_key_of(target);
-        let removed = self.inner.cache.purge(&source).await;
+        let outcome = self.inner.cache.purge_everywhere(&source).await;
         // A breaker's retry schedule for the source is about an answer that is gone.
         self.inner.health.revalidated(&source);
-        self.inner.metrics.purged(u64::try_from(removed).unwrap_or(u64::MAX));
-        removed
+        self.inner.metrics.purged(u64::try_from(outcome.entries).unwrap_or(u64::MAX));
+        outcome
     }
 
     /// Where a fill for `key`, made from the original `source`, will store: takes the purge generation now.

@@ -201,7 +201,7 @@ impl Backend {
         match self {
             Backend::Cache(pipeline) => match pipeline.get(request).await {
                 Ok(served) => match served.cache_status {
-                    CacheStatus::HitMemory | CacheStatus::HitDisk => Attempt::Cached,
+                    CacheStatus::HitMemory | CacheStatus::HitDisk | CacheStatus::HitShared => Attempt::Cached,
                     CacheStatus::Miss | CacheStatus::Revalidated if served.cacheable => {
                         Attempt::Warmed(served.entry.body().len() as u64)
                     }
