@@ -126,10 +126,19 @@ impl Fleet {
             .collect()
     }
 
-    /// One series of `node`'s metrics (e.g. `mirage_shared_lookups_total{result="hit"}`); 0 when absent (a
-    /// counter not yet incremented may be left out).
+    /// One series of `node`'s metrics (e.g. `mirage_shared_lookups_total{result="hit"}`); 0 when the series is
+    /// absent (a counter not yet incremented may be left out), but its family must be there: a misnamed metric
+    /// fails here rather than reading as 0.
     async fn metric(&self, node: usize, series: &str) -> f64 {
-        self.metrics(node).await.get(series).copied().unwrap_or(0.0)
+        let metrics = self.metrics(node).await;
+        let family = series.split('{').next().unwrap_or(series);
+        let in_family = |name: &String| name == family || name.starts_with(&format!("{family}{{"));
+        assert!(
+            metrics.keys().any(in_family),
+            "node {node} exposes no {family}; its shared-tier series: {:?}",
+            metrics.keys().filter(|name| name.starts_with("mirage_shared")).collect::<Vec<_>>()
+        );
+        metrics.get(series).copied().unwrap_or(0.0)
     }
 
     /// Waits (at most [`WRITE_LIMIT`]) for a node's background write of `key`; returns the object. Panics,
