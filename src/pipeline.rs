@@ -39,6 +39,10 @@ use crate::transform::{self, Encoded, Limits};
 use crate::upstream_health::{self, UpstreamHealth};
 use crate::workers::{CpuPool, PoolError};
 
+/// Longest `flush` waits for the shared tier's queued writes. Each is bounded by ten `--shared-timeout`s and a
+/// failing store is skipped after its first failure, so this is only reached by a store that is slow, not down.
+const SHARED_FLUSH_LIMIT: Duration = Duration::from_secs(300);
+
 /// Where an answer came from, as told to clients in `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -222,10 +226,14 @@ impl Pipeline {
         &self.inner.signing
     }
 
-    /// Waits for running fills (they store what they fetched), then for queued disk writes.
+    /// Waits for running fills (they store what they fetched), then for queued disk writes, then (for at most
+    /// `SHARED_FLUSH_LIMIT`) for queued shared cache writes.
     pub async fn flush(&self) {
         self.inner.fills.idle().await;
         self.inner.cache.flush().await;
+        if !self.inner.cache.flush_shared(SHARED_FLUSH_LIMIT).await {
+            tracing::warn!(limit = ?SHARED_FLUSH_LIMIT, "shared cache writes still queued; not waiting for them");
+        }
     }
 
     /// Shutdown's last step: lets running fills finish (they store what they fetched), then lets the queued disk
@@ -298,7 +306,8 @@ impl Pipeline {
         // Taken before anything is read: a purge from here on keeps this fill from storing.
         let at = self.store_at(key, request.source_key());
         let now = self.inner.clock.unix_now();
-        let expired = match self.inner.cache.lookup_with_source(&key, &at.source, now).await {
+        // Local tiers only: `get_variant` has just asked the shared tier (and promoted what it found).
+        let expired = match self.inner.cache.lookup(&key, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,

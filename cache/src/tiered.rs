@@ -561,7 +561,7 @@ impl TieredCache {
             return;
         }
         if to_shared {
-            self.store_shared(key, &entry, since);
+            self.store_shared(key, &entry, since).await;
         }
         if self.inner.disk.is_none() || self.inner.closed.load(Ordering::SeqCst) {
             return;
@@ -617,7 +617,7 @@ impl TieredCache {
 
     /// Queues the shared tier's copy of an entry that names its source: an image is written, a negative answer
     /// removes an older image (so it is not served from there either). Never waits for the store.
-    fn store_shared(&self, key: CacheKey, entry: &Entry, since: Option<PurgeGeneration>) {
+    async fn store_shared(&self, key: CacheKey, entry: &Entry, since: Option<PurgeGeneration>) {
         let (Some(shared), Some(source)) = (&self.inner.shared, entry.meta().source()) else { return };
         if self.inner.closed.load(Ordering::SeqCst) {
             return;
@@ -628,7 +628,7 @@ impl TieredCache {
                 let still_wanted: StillWanted = Box::new(move || {
                     since.is_none_or(|since| inner.upgrade().is_some_and(|inner| !inner.purges.purged_since(since)))
                 });
-                shared.put(key, source, entry.clone(), still_wanted);
+                shared.put(key, source, entry.clone(), still_wanted).await;
             }
             EntryKind::NotFound | EntryKind::Refused => shared.remove(&key, &source),
         }

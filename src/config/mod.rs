@@ -720,6 +720,8 @@ impl PipelineArgs {
             lease_ttl: self.fetch_timeout,
             // Nothing purged can still be served past its longest freshness plus the stale-if-error window.
             purge_retention: self.max_ttl.saturating_add(self.stale_if_error),
+            // `warm` is there to fill the store: it waits for room in the write queue rather than drop a write.
+            wait_for_queue: role == CacheRole::Guest,
         });
         Ok(PipelineConfig {
             cache: CacheConfig {

@@ -404,6 +404,19 @@ impl Warmer {
     pub async fn flush_and_verify(&self) -> usize {
         let Backend::Cache(pipeline) = &self.backend else { return 0 };
         pipeline.flush().await;
+        if let Some(shared) = pipeline.cache().shared() {
+            use mirage_cache::shared::WriteResult;
+            let stats = shared.stats();
+            let failed = stats.writes(WriteResult::Error) + stats.writes(WriteResult::Dropped);
+            if failed > 0 {
+                // The local cache has them; the fleet will fetch those once more. Not an entry's failure.
+                eprintln!(
+                    "mirage warm: {failed} of {} writes to the shared cache {} failed (RUST_LOG=warn shows why)",
+                    failed + stats.writes(WriteResult::Ok),
+                    shared.describe()
+                );
+            }
+        }
         let stored = std::mem::take(&mut *self.stored.lock().unwrap_or_else(PoisonError::into_inner));
         let paths: Vec<_> = match pipeline.cache().disk() {
             Some(disk) => stored.iter().map(|entry| Some(disk.path_of(&entry.key))).collect(),

@@ -56,6 +56,9 @@ pub struct SharedOptions {
     pub lease_ttl: Duration,
     /// Purge records older than this (the longest TTL any entry can have) are deleted by whoever lists them.
     pub purge_retention: Duration,
+    /// A full write queue makes a store wait for room instead of dropping the write: for `warm`, whose job is to
+    /// fill the store; a server never waits (a response must not wait for the store).
+    pub wait_for_queue: bool,
 }
 
 /// The shared tier. Cheap to clone; clones share the store, the breaker, the write queue and the counters.
@@ -101,6 +104,7 @@ impl SharedTier {
     /// them. Nothing is contacted here: an unreachable store is found (and logged) by `check`, not fatal. Must be
     /// called inside a Tokio runtime (the write queue's task is spawned).
     pub fn open(options: &SharedOptions) -> Result<SharedTier, String> {
+        install_tls_provider();
         let url = url::Url::parse(&options.url).map_err(|e| format!("--shared-cache {:?}: {e}", options.url))?;
         let environment = std::env::vars()
             .filter(|(name, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|prefix| name.starts_with(prefix)));
@@ -292,15 +296,16 @@ impl SharedTier {
         self.inner.writes.delete(&self.inner, path);
     }
 
-    /// Queues the write of `entry` under `key`, made from `source`; returns at once. `still_wanted` is asked just
+    /// Queues the write of `entry` under `key`, made from `source`; returns at once (unless `wait_for_queue`, and the
+    /// queue is full). `still_wanted` is asked just
     /// before the write and again after it (a purge since the fill began: then it is not written, or is deleted).
     /// A full queue drops the write and counts it.
-    pub fn put(&self, key: CacheKey, source: CacheKey, entry: Entry, still_wanted: StillWanted) {
+    pub async fn put(&self, key: CacheKey, source: CacheKey, entry: Entry, still_wanted: StillWanted) {
         let path = self.inner.layout.entry(&key, &source);
         // An original written by the holder of its fill lease keeps the lease until it has landed: nodes waiting
         // for it then find the object rather than a released lease and no object.
         let lease = if key == source { lease::held(&self.inner, &source) } else { None };
-        self.inner.writes.put(&self.inner, path, key, entry, still_wanted, lease);
+        self.inner.writes.put(&self.inner, path, key, entry, still_wanted, lease).await;
     }
 
     /// Queues the deletion of the entry `key` made from `source` (upstream now answers 404 or refuses it).
@@ -312,6 +317,12 @@ impl SharedTier {
     pub async fn flush(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.inner.writes.idle()).await.is_ok()
     }
+}
+
+/// Installs ring as the process's TLS provider, unless one is installed already: the store's HTTPS client (our
+/// reqwest, built without a provider of its own) needs one before it is built.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The current Unix time in milliseconds (leases and purge records are compared across nodes: wall clock).

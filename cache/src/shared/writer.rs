@@ -74,8 +74,9 @@ impl WriteQueue {
         WriteQueue { sender, pending }
     }
 
-    /// Queues the write of `entry` at `path`, or drops it (counted) when the queue is full.
-    pub(super) fn put(
+    /// Queues the write of `entry` at `path`. When the queue is full, drops it (counted), or with `wait` (a warm
+    /// run, which must fill the store rather than answer fast) waits for room.
+    pub(super) async fn put(
         &self,
         tier: &SharedInner,
         path: Path,
@@ -85,11 +86,21 @@ impl WriteQueue {
         lease: Option<FillLease>,
     ) {
         let bytes = entry.body().len() as u64;
+        let job = Job::Put { path, key, entry, still_wanted, lease };
+        if tier.options.wait_for_queue {
+            self.pending.jobs.fetch_add(1, Ordering::AcqRel);
+            self.pending.bytes.fetch_add(bytes, Ordering::AcqRel);
+            if self.sender.send((job, bytes)).await.is_err() {
+                self.pending.finished(bytes);
+                dropped(tier);
+            }
+            return;
+        }
         if self.pending.bytes.load(Ordering::Acquire).saturating_add(bytes) > QUEUE_BYTES {
             dropped(tier);
             return;
         }
-        self.send(tier, Job::Put { path, key, entry, still_wanted, lease }, bytes);
+        self.send(tier, job, bytes);
     }
 
     /// Queues the deletion of `path`, or drops it when the queue is full.
