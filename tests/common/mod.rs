@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -384,17 +385,21 @@ impl Proxy {
     /// until it listens. Its log (JSON lines at `info`, unless the flags say otherwise) is kept for `log`.
     pub async fn start(flags: &[&str]) -> Proxy {
         let flags: Vec<String> = flags.iter().map(|flag| (*flag).to_owned()).collect();
-        tokio::task::spawn_blocking(move || Proxy::spawn(&flags)).await.unwrap()
+        tokio::task::spawn_blocking(move || Proxy::spawn(&flags, &[])).await.unwrap()
     }
 
-    fn spawn(flags: &[String]) -> Proxy {
+    fn spawn(flags: &[String], envs: &[(String, String)]) -> Proxy {
         use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mirage"));
+        // Only what the test says configures the process: not the developer's MIRAGE_* settings, nor their AWS_*
+        // ones (a profile or a real endpoint must never meet a test's shared cache).
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MIRAGE_") {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("MIRAGE_") || name_text.starts_with("AWS_") {
                 command.env_remove(name);
             }
         }
+        command.envs(envs.iter().map(|(name, value)| (name, value)));
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(flags);
         if !flags.iter().any(|flag| flag.starts_with("--log-format")) {
             command.args(["--log-format", "json"]);
@@ -460,8 +465,14 @@ impl Proxy {
 
     /// The `mirage serve` process with a disk cache in `dir`, allowed to reach loopback upstreams, plus `flags`.
     pub async fn local(dir: &Path, flags: &[&str]) -> Proxy {
+        Proxy::local_env(dir, flags, &[]).await
+    }
+
+    /// `local` with `envs` added to the process's environment (e.g. the `AWS_*` settings of a shared cache).
+    pub async fn local_env(dir: &Path, flags: &[&str], envs: &[(String, String)]) -> Proxy {
         let flags = local_flags(dir, flags);
-        tokio::task::spawn_blocking(move || Proxy::spawn(&flags)).await.unwrap()
+        let envs = envs.to_vec();
+        tokio::task::spawn_blocking(move || Proxy::spawn(&flags, &envs)).await.unwrap()
     }
 
     /// `local` in-process, with the configuration adjusted by `tweak` as in `start_with`.
