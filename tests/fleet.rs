@@ -723,3 +723,36 @@ async fn warm(args: &[&str], flags: &[&str], envs: &[(String, String)]) -> (Opti
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code(), printed)
 }
+
+/// A node started while its store cannot be reached (nothing listens at the endpoint) logs a warning and serves:
+/// the first miss costs at most the store's refusal, then the breaker skips the store. Needs no S3 server.
+#[tokio::test]
+async fn a_node_started_with_the_store_unreachable_warns_and_serves() {
+    let upstream = Upstream::start().await;
+    upstream.route("/a.jpg", Route::image(photo()));
+    let dead = common::dead_addr().await;
+    let envs: Vec<(String, String)> = [
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", format!("http://{dead}")),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--shared-cache", "s3://fleet/edge", "--shared-timeout", "1s", "--admin-listen", "127.0.0.1:0"];
+    let proxy = Proxy::local_env(dir.path(), &flags, &envs).await;
+    let started = Instant::now();
+    let reply = get(&client(), &proxy.url(&upstream.url("/a.jpg"))).await;
+    assert_served(&reply, "MISS", &photo(), "a miss with the store unreachable");
+    assert!(started.elapsed() < Duration::from_secs(3), "the miss took {:?}", started.elapsed());
+    assert_served(&get(&client(), &proxy.url(&upstream.url("/a.jpg"))).await, "HIT-MEMORY", &photo(), "again");
+    let metrics = send(client().get(proxy.admin("/metrics"))).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(text.contains("mirage_shared_breaker_open 1"), "the breaker is not open:\n{text}");
+    let log = proxy.stop().await;
+    assert!(log.contains("shared cache failing"), "no warning about the store in the log:\n{log}");
+    assert_eq!(upstream.hits("/a.jpg"), 1);
+}
