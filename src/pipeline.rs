@@ -276,7 +276,7 @@ impl Pipeline {
     async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
         let key = request.key();
         let now = self.inner.clock.unix_now();
-        let stale = match self.inner.cache.lookup_with_source(&key, &request.source_key(), now).await {
+        let stale = match self.inner.cache.lookup_with_source(&key, || request.source_key(), now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,
@@ -405,7 +405,7 @@ impl Pipeline {
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
         let key = ImageRequest::source_key_of(target);
         let now = self.inner.clock.unix_now();
-        let stale = match self.inner.cache.lookup_with_source(&key, &key, now).await {
+        let stale = match self.inner.cache.lookup_with_source(&key, || key, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
             Lookup::Stale(entry, _) => Some(entry).filter(|entry| entry.meta().kind == EntryKind::Image),
             Lookup::Miss => None,

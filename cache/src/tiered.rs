@@ -478,11 +478,12 @@ impl TieredCache {
         }
     }
 
-    /// `lookup`, then the shared tier (whose layout needs the entry's `source`: the key itself for an original).
+    /// `lookup`, then the shared tier (whose layout needs the entry's `source`: the key itself for an original;
+    /// asked only when the shared tier is, so a local hit never computes it).
     /// A local miss, or a local copy that is stale, asks the shared tier: another node may have fetched, made or
     /// revalidated it. A shared entry newer than the local copy is promoted into memory and disk (not written back)
     /// and answers as `Tier::Shared`, fresh or stale.
-    pub async fn lookup_with_source(&self, key: &CacheKey, source: &CacheKey, now: u64) -> Lookup {
+    pub async fn lookup_with_source(&self, key: &CacheKey, source: impl FnOnce() -> CacheKey, now: u64) -> Lookup {
         let local = self.lookup(key, now).await;
         let Some(shared) = &self.inner.shared else { return local };
         let stale = match local {
@@ -490,9 +491,10 @@ impl TieredCache {
             Lookup::Stale(entry, tier) => Some((entry, tier)),
             Lookup::Miss => None,
         };
+        let source = source();
         // Taken before the read: a purge of the source meanwhile keeps the copy out of the local tiers.
-        let since = self.purge_generation(source);
-        match shared.get(key, source).await {
+        let since = self.purge_generation(&source);
+        match shared.get(key, &source).await {
             Some(entry) if stale.as_ref().is_none_or(|(old, _)| entry.meta().stored_at > old.meta().stored_at) => {
                 self.store_checked(*key, entry.clone(), Some(since), false).await;
                 if entry.is_fresh(now) {

@@ -92,14 +92,14 @@ async fn another_node_reads_it_as_a_shared_hit_and_promotes_it() {
     a.store(source, image(b"original", source)).await;
     a.store(variant, image(b"variant", source)).await;
     flush(&a).await;
-    match b.lookup_with_source(&variant, &source, now()).await {
+    match b.lookup_with_source(&variant, || source, now()).await {
         Lookup::Fresh(entry, Tier::Shared) => assert_eq!(entry.body().as_ref(), b"variant"),
         other => panic!("expected a fresh shared hit, got {other:?}"),
     }
-    assert!(matches!(b.lookup_with_source(&variant, &source, now()).await, Lookup::Fresh(_, Tier::Memory)));
-    assert!(matches!(b.lookup_with_source(&source, &source, now()).await, Lookup::Fresh(_, Tier::Shared)));
+    assert!(matches!(b.lookup_with_source(&variant, || source, now()).await, Lookup::Fresh(_, Tier::Memory)));
+    assert!(matches!(b.lookup_with_source(&source, || source, now()).await, Lookup::Fresh(_, Tier::Shared)));
     assert_eq!(stats(&b).lookups(LookupResult::Hit), 2);
-    assert!(matches!(b.lookup_with_source(&key("none"), &key("none"), now()).await, Lookup::Miss));
+    assert!(matches!(b.lookup_with_source(&key("none"), || key("none"), now()).await, Lookup::Miss));
     assert_eq!(stats(&b).lookups(LookupResult::Miss), 1);
     // A promoted copy is not written back.
     flush(&b).await;
@@ -117,7 +117,7 @@ async fn a_newer_shared_copy_replaces_a_stale_local_one() {
     // Another node revalidated it since and wrote the renewed copy back.
     a.store(source, image(b"renewed", source)).await;
     flush(&a).await;
-    match b.lookup_with_source(&source, &source, now()).await {
+    match b.lookup_with_source(&source, || source, now()).await {
         Lookup::Fresh(entry, Tier::Shared) => assert_eq!(entry.body().as_ref(), b"renewed"),
         other => panic!("expected the renewed shared copy, got {other:?}"),
     }
@@ -145,7 +145,7 @@ async fn corrupt_or_truncated_objects_are_deleted_and_never_served() {
             }
         }
         store.put(&path, Bytes::from(bytes).into()).await.unwrap();
-        assert!(matches!(b.lookup_with_source(&source, &source, now()).await, Lookup::Miss), "{name} was served");
+        assert!(matches!(b.lookup_with_source(&source, || source, now()).await, Lookup::Miss), "{name} was served");
         flush(&b).await;
         assert_eq!(object(&store, path.as_ref()).await, None, "{name} was not deleted");
     }
@@ -187,8 +187,8 @@ async fn a_purge_deletes_the_sources_prefix_and_reaches_the_other_nodes_once() {
     assert_eq!(feed_a.poll().await, Some(vec![]));
     // (The follower task applies what the feed returns; here it is applied by hand.)
     assert_eq!(b.purge(&source).await, 2);
-    assert!(matches!(b.lookup_with_source(&source, &source, now()).await, Lookup::Miss));
-    assert!(matches!(b.lookup_with_source(&other, &other, now()).await, Lookup::Fresh(_, Tier::Memory)));
+    assert!(matches!(b.lookup_with_source(&source, || source, now()).await, Lookup::Miss));
+    assert!(matches!(b.lookup_with_source(&other, || other, now()).await, Lookup::Fresh(_, Tier::Memory)));
 }
 
 #[tokio::test]
@@ -314,18 +314,18 @@ async fn an_unreachable_store_costs_one_timeout_then_is_skipped() {
     let cache = TieredCache::open(MemoryTier::new(1 << 20), None, Some(shared.clone())).await;
     let source = key("down.jpg");
     let started = Instant::now();
-    assert!(matches!(cache.lookup_with_source(&source, &source, now()).await, Lookup::Miss));
+    assert!(matches!(cache.lookup_with_source(&source, || source, now()).await, Lookup::Miss));
     assert!(started.elapsed() <= Duration::from_millis(1500), "bounded by --shared-timeout");
     assert!(shared.breaker_open());
     for _ in 0..10 {
         let started = Instant::now();
-        assert!(matches!(cache.lookup_with_source(&source, &source, now()).await, Lookup::Miss));
+        assert!(matches!(cache.lookup_with_source(&source, || source, now()).await, Lookup::Miss));
         assert!(started.elapsed() < Duration::from_millis(50), "skipped while the breaker is open");
     }
     assert!(shared.stats().lookups(LookupResult::Skipped) >= 10);
     // Writes and leases are skipped too, never an error for the caller.
     cache.store(source, image(b"local only", source)).await;
-    assert!(matches!(cache.lookup_with_source(&source, &source, now()).await, Lookup::Fresh(_, Tier::Memory)));
+    assert!(matches!(cache.lookup_with_source(&source, || source, now()).await, Lookup::Fresh(_, Tier::Memory)));
     assert!(matches!(cache.claim_fill(&key("new.jpg"), now()).await, FillClaim::Fetch(None)));
     flush(&cache).await;
     assert_eq!(shared.stats().writes(WriteResult::Ok), 0);
