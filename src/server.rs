@@ -35,6 +35,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     let pipeline = Pipeline::new(&config.pipeline).await?;
     let Some(admin_config) = config.admin.clone() else {
         serve_with(listener, pipeline, &config, shutdown).await;
+        access_log::flush();
         return Ok(());
     };
     let admin_listener = admin::bind(&admin_config).await?;
@@ -55,6 +56,8 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     .await;
     // The admin task stopped accepting with the public one and had the same grace period to finish.
     let _ = admin.await;
+    // The last lines of the access log are still in its buffer.
+    access_log::flush();
     Ok(())
 }
 
