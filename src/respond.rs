@@ -30,14 +30,14 @@ pub fn image(
     cache_tag: Option<&HeaderName>,
 ) -> Response<Body> {
     let entry = &served.entry;
-    let etag = entry.etag_token();
+    let etag = entry.etag_str();
     let last_modified = entry
         .meta()
         .last_modified
         .clone()
         .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta().stored_at)));
     let (cache_control, age) = cache_headers(served);
-    let not_modified = is_not_modified(request_headers, &etag, &last_modified);
+    let not_modified = is_not_modified(request_headers, etag, &last_modified);
     let (status, body) = match (not_modified, head_only) {
         (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
         (false, true) => (StatusCode::OK, Bytes::new()),
@@ -47,7 +47,10 @@ pub fn image(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     add_common_headers(headers);
-    put(headers, header::ETAG, &etag);
+    // Made once with the entry (a shared buffer): no formatting, no allocation.
+    if let Ok(etag) = HeaderValue::from_maybe_shared(entry.etag_bytes().clone()) {
+        headers.insert(header::ETAG, etag);
+    }
     put(headers, header::LAST_MODIFIED, &last_modified);
     headers.insert(header::CACHE_CONTROL, cache_control);
     if let Some(age) = age {

@@ -119,6 +119,17 @@ pub struct EntryMeta {
     // and an entry whose length or digest disagrees with its body cannot be built elsewhere.
     body_len: u64,
     body_sha256: [u8; 32],
+    /// The strong ETag clients get (see [`Entry::etag_token`]), made once with the digest it comes from, so that
+    /// answering sends it without formatting or allocating.
+    etag_token: Bytes,
+}
+
+/// `"` + the first 32 hex digits of the body's SHA-256 + `"`.
+fn etag_token_of(body_sha256: &[u8; 32]) -> Bytes {
+    let mut token = [b'"'; 34];
+    // 16 bytes always fit 32 hex digits.
+    let _ = hex::encode_to_slice(&body_sha256[..16], &mut token[1..33]);
+    Bytes::copy_from_slice(&token)
 }
 
 impl EntryMeta {
@@ -237,7 +248,9 @@ impl Entry {
             source_tag: Bytes::new(),
             body_len: body.len() as u64,
             body_sha256: sha256(&body),
+            etag_token: Bytes::new(),
         };
+        let meta = EntryMeta { etag_token: etag_token_of(&meta.body_sha256), ..meta };
         Entry { meta: Arc::new(meta), body }
     }
 
@@ -281,7 +294,18 @@ impl Entry {
     /// Strong ETag for clients, derived from the body digest so it is stable across tiers,
     /// restarts and replicas: `"` + 32 hex chars + `"`.
     pub fn etag_token(&self) -> String {
-        format!("\"{}\"", hex::encode(&self.meta.body_sha256[..16]))
+        self.etag_str().to_owned()
+    }
+
+    /// [`Entry::etag_token`] without a copy.
+    pub fn etag_str(&self) -> &str {
+        // Quotes and hex digits: always UTF-8.
+        std::str::from_utf8(&self.meta.etag_token).unwrap_or_default()
+    }
+
+    /// [`Entry::etag_token`] as the shared bytes it is kept in (a header value made from them copies nothing).
+    pub fn etag_bytes(&self) -> &Bytes {
+        &self.meta.etag_token
     }
 }
 
@@ -497,6 +521,7 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
         source_tag: source.map(|source| Bytes::from(source.tag())).unwrap_or_default(),
         body_len,
         body_sha256,
+        etag_token: etag_token_of(&body_sha256),
     };
     Ok((meta, body_start))
 }

@@ -223,7 +223,8 @@ fn push_u64(out: &mut String, mut value: u64) {
             break;
         }
     }
-    out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// `value` in decimal, zero-padded to `width` digits.
@@ -234,7 +235,7 @@ fn push_padded(out: &mut String, value: u64, width: usize) {
         *slot = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    out.extend(digits[20 - width.min(20)..].iter().map(|&digit| char::from(digit)));
+    out.push_str(std::str::from_utf8(&digits[20 - width.min(20)..]).unwrap_or_default());
 }
 
 /// Milliseconds with three decimals (microsecond precision), as a JSON and text number.
