@@ -458,11 +458,13 @@ impl TieredCache {
         match read {
             Ok(Ok(Some(entry))) => {
                 self.inner.memory.insert(*key, entry.clone()).await;
-                // A purge that ran, or runs, while the file was read may miss this copy in memory: drop it (the
-                // next lookup reads the disk again, where the purge has removed what it had to). Purges are rare,
-                // so this costs a disk hit its promotion only then.
+                // A purge that ran, or runs, while the file was read may miss this copy in memory, and the copy
+                // may be one it is removing: drop it and answer a miss (the fill that follows reads the disk
+                // again, where the purge has removed what it had to). Purges are rare, so this costs a disk hit
+                // only then.
                 if self.inner.purges.may_have_missed(purges_before) {
                     self.inner.memory.remove(key).await;
+                    return Lookup::Miss;
                 }
                 classify(entry, Tier::Disk)
             }
