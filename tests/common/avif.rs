@@ -10,7 +10,8 @@ pub struct AvifInfo {
     pub major_brand: [u8; 4],
     /// `ftyp`'s compatible brands.
     pub compatible: Vec<[u8; 4]>,
-    /// Every `ispe` (image spatial extents) property, in order: the colour image's, then the alpha image's.
+    /// Every `ispe` (image spatial extents) property, in order (an alpha image of the same size shares the
+    /// colour image's).
     pub sizes: Vec<(u32, u32)>,
     /// Whether an `av1C` (AV1 codec configuration) property is present.
     pub av1_config: bool,
