@@ -1,6 +1,7 @@
 //! Pixels to bytes: JPEG with libjpeg-turbo's fastest settings (mozjpeg crate, no trellis), PNG and GIF with
-//! `image`, lossy WebP with libwebp, AVIF with rav1e (ravif crate). Nothing from the source's metadata is written except an ICC profile
-//! where the encoder takes one (JPEG, PNG): EXIF is stripped, orientation having been applied to the pixels.
+//! `image`, lossy WebP with libwebp, AVIF with rav1e (ravif crate). Nothing from the source's metadata is
+//! written except an ICC profile where the encoder takes one (JPEG, PNG): EXIF is stripped, orientation having
+//! been applied to the pixels.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -124,8 +125,9 @@ fn webp(image: &Bitmap, quality: u8) -> Result<Vec<u8>, TransformError> {
 }
 
 /// rav1e's speed preset for AVIF, 1 (slowest, smallest) to 10 (fastest). Measured without rav1e's assembly
-/// (BENCHMARKS.md, "AVIF"): 8 is as small as 6 and 7 at the same quality and faster; 9 and 10 are 1.5-2.5x
-/// faster but lose so much that they need more bytes than the JPEG for the JPEG's PSNR and SSIM.
+/// (BENCHMARKS.md, "AVIF"): 8 is as small as 6 and 7 at the same fidelity and faster; 9 and 10 are 1.5-2.5x
+/// faster, but 9 needs 0.80-1.03 of the JPEG's bytes for the JPEG's PSNR and SSIM (8: 0.69-0.93) and 10 did not
+/// reach the JPEG's SSIM at ravif quality 80 on any corpus photo.
 pub(crate) const AVIF_SPEED: u8 = 8;
 
 /// Mirage's `quality` (JPEG's scale) to ravif's: (Mirage, ravif) points, linear between them. Measured at 300 px
