@@ -90,6 +90,8 @@ pub enum ErrorCode {
     SourceTooManyPixels,
     /// The output would have more pixels than allowed.
     OutputTooLarge,
+    /// An explicit AVIF output would have more pixels than `--max-avif-pixels`.
+    AvifTooLarge,
     /// The animation has more frames than allowed.
     TooManyFrames,
     /// The source image cannot be decoded.
@@ -139,6 +141,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::SourceTooManyPixels => "source_too_many_pixels",
             ErrorCode::OutputTooLarge => "output_too_large",
+            ErrorCode::AvifTooLarge => "avif_too_large",
             ErrorCode::TooManyFrames => "too_many_frames",
             ErrorCode::UndecodableImage => "undecodable_image",
             ErrorCode::UnsupportedSource => "unsupported_source",
@@ -188,6 +191,7 @@ impl ErrorCode {
             | ErrorCode::MethodNotAllowed
             | ErrorCode::UriTooLong
             | ErrorCode::OutputTooLarge
+            | ErrorCode::AvifTooLarge
             | ErrorCode::UnsupportedOutput => false,
             // The operator's policy: signatures, SSRF and host/port rules.
             ErrorCode::SignatureRequired
@@ -274,6 +278,15 @@ impl Error {
                     S::PAYLOAD_TOO_LARGE,
                     C::OutputTooLarge,
                     format!("output image would have more pixels than this server's limit of {limit}").into(),
+                ),
+                TransformError::AvifTooLarge { limit, .. } => (
+                    S::BAD_REQUEST,
+                    C::AvifTooLarge,
+                    format!(
+                        "AVIF output would have more pixels than this server's limit of {limit} \
+                         (--max-avif-pixels): ask for a smaller size, another format or format=auto"
+                    )
+                    .into(),
                 ),
                 TransformError::TooManyFrames { limit, .. } => (
                     S::PAYLOAD_TOO_LARGE,
@@ -442,6 +455,11 @@ mod tests {
         let too_large = Error::Fetch(FetchError::TooLarge { limit: 10_240 }).public();
         assert_eq!((too_large.status, too_large.code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"));
         assert!(too_large.message.contains("10240"), "{:?}", too_large.message);
+        let avif = Error::Transform(TransformError::AvifTooLarge { width: 3000, height: 2000, limit: 4_000_000 });
+        let avif = avif.public();
+        assert_eq!((avif.status, avif.code.as_str()), (StatusCode::BAD_REQUEST, "avif_too_large"));
+        assert!(avif.message.contains("--max-avif-pixels") && avif.message.contains("4000000"), "{:?}", avif.message);
+        assert!(!avif.message.contains("3000"), "{:?}", avif.message);
         let frames = Error::Transform(TransformError::TooManyFrames { frames: 900, limit: 5 }).public();
         assert!(frames.message.contains("frames") && frames.message.contains('5'), "{:?}", frames.message);
         assert!(!frames.message.contains("900"), "{:?}", frames.message);

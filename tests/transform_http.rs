@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Proxy, Reply, Route, Upstream, client, get, photo, png_chunk, send};
+use common::{Proxy, Reply, Route, Upstream, avif, client, get, photo, png_chunk, send};
 use image::{DynamicImage, ImageFormat as Codec, Rgb, RgbImage, Rgba, RgbaImage};
 use mirage::sniff::ImageFormat;
 
@@ -92,6 +92,16 @@ fn png_bomb(width: u32, height: u32) -> Bytes {
     Bytes::from(png)
 }
 
+/// A 200 AVIF answer of `size`, checked by its container (no AV1 decoder builds here: see `common::avif`).
+fn assert_avif(reply: &Reply, size: (u32, u32), what: &str) {
+    assert_eq!(reply.status, 200, "{what}: {:?}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("content-type"), "image/avif", "{what}");
+    assert_eq!(magic(&reply.body), Some(ImageFormat::Avif), "{what}");
+    let info = avif::parse(&reply.body).unwrap_or_else(|e| panic!("{what}: not an AVIF file: {e}"));
+    assert!(info.has_brand(*b"avif") && info.av1_config, "{what}: {info:?}");
+    assert_eq!(info.size(), Some(size), "{what}: {info:?}");
+}
+
 /// Whether `text` names `key` as a word (not as part of another word).
 fn names(text: &str, key: &str) -> bool {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
@@ -126,6 +136,9 @@ async fn photo_is_resized_cropped_and_converted() {
     assert_eq!(reply.header("content-type"), "image/webp");
     assert_eq!(magic(&reply.body), Some(ImageFormat::Webp));
     assert_eq!(image.width(), 300);
+
+    let reply = get(&client, &variant(&proxy, "w=300,f=avif", &u)).await;
+    assert_avif(&reply, (300, 213), "w=300,f=avif");
 
     let reply = get(&client, &variant(&proxy, "w=200,h=200,fit=cover", &u)).await;
     let image = decoded(&reply, "w=200,h=200,fit=cover");
@@ -230,13 +243,20 @@ async fn format_auto_negotiates_on_accept_and_varies() {
     let client = client();
     let auto = variant(&proxy, "w=300,f=auto", &upstream.url(PHOTO));
     let modern = "image/avif,image/webp,*/*";
+    let no_avif = "image/webp,*/*";
     let basic = "image/jpeg,*/*";
 
-    let webp = send(client.get(&auto).header("accept", modern)).await;
+    let avif = send(client.get(&auto).header("accept", modern)).await;
+    assert_avif(&avif, (300, 213), "auto, avif accepted");
+    assert_eq!(avif.header("vary"), "Accept");
+    assert_eq!(avif.x_cache(), "MISS");
+
+    let webp = send(client.get(&auto).header("accept", no_avif)).await;
     decoded(&webp, "auto, webp accepted");
-    assert_eq!(webp.header("content-type"), "image/webp", "AVIF is not built, so WebP is the best accepted");
+    assert_eq!(webp.header("content-type"), "image/webp");
     assert_eq!(magic(&webp.body), Some(ImageFormat::Webp));
     assert_eq!(webp.header("vary"), "Accept");
+    assert_eq!(webp.x_cache(), "MISS", "the WebP answer must not come from the AVIF entry");
 
     let jpeg = send(client.get(&auto).header("accept", basic)).await;
     decoded(&jpeg, "auto, jpeg only");
@@ -246,7 +266,8 @@ async fn format_auto_negotiates_on_accept_and_varies() {
     assert!(!jpeg.x_cache().starts_with("HIT"), "the JPEG answer must not come from the WebP entry");
 
     // Each negotiated class is its own cache entry.
-    for (accept, content_type, first) in [(modern, "image/webp", &webp), (basic, "image/jpeg", &jpeg)] {
+    let classes = [(modern, "image/avif", &avif), (no_avif, "image/webp", &webp), (basic, "image/jpeg", &jpeg)];
+    for (accept, content_type, first) in classes {
         let again = send(client.get(&auto).header("accept", accept)).await;
         assert_eq!(again.status, 200, "{accept}");
         assert_eq!(again.x_cache(), "HIT-MEMORY", "{accept}");
@@ -346,6 +367,45 @@ async fn pixel_limit_applies_to_transforms_only() {
     let mirror = get(&client, &proxy.url(&u)).await;
     assert_eq!(mirror.status, 200);
     assert!(mirror.body == photo(), "the mirror is byte passthrough whatever the pixel limit");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn avif_over_max_avif_pixels_is_400_or_webp_for_auto() {
+    let upstream = photo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 300x213 = 63,900 pixels is over the limit, 200x142 = 28,400 under it.
+    let proxy = Proxy::local(dir.path(), &["--max-avif-pixels", "50000"]).await;
+    let client = client();
+    let u = upstream.url(PHOTO);
+    let modern = "image/avif,image/webp,*/*";
+
+    let refused = send(client.get(variant(&proxy, "w=300,f=avif", &u)).header("accept", modern)).await;
+    let text = String::from_utf8_lossy(&refused.body);
+    assert_eq!(refused.status, 400, "{text:?}");
+    assert!(text.contains("--max-avif-pixels") && text.contains("50000"), "names the flag and the limit: {text:?}");
+    assert_eq!(refused.header("cache-control"), "no-store");
+
+    let auto = send(client.get(variant(&proxy, "w=300,f=auto", &u)).header("accept", modern)).await;
+    let image = decoded(&auto, "auto over the AVIF limit");
+    assert_eq!(auto.header("content-type"), "image/webp", "auto falls back to WebP");
+    assert_eq!(magic(&auto.body), Some(ImageFormat::Webp));
+    assert_eq!((dimensions(&image), auto.header("vary")), ((300, 213), "Accept"));
+    let again = send(client.get(variant(&proxy, "w=300,f=auto", &u)).header("accept", modern)).await;
+    assert_eq!((again.x_cache(), again.header("content-type")), ("HIT-MEMORY", "image/webp"));
+
+    // Under the limit, both are AVIF, and an explicit AVIF variant is cached like any other.
+    let small = send(client.get(variant(&proxy, "w=200,f=auto", &u)).header("accept", modern)).await;
+    assert_avif(&small, (200, 142), "auto under the AVIF limit");
+    let explicit = variant(&proxy, "w=200,f=avif", &u);
+    let first = get(&client, &explicit).await;
+    assert_avif(&first, (200, 142), "explicit AVIF under the limit");
+    assert_eq!(first.x_cache(), "MISS");
+    let second = get(&client, &explicit).await;
+    assert_eq!((second.status, second.x_cache()), (200, "HIT-MEMORY"));
+    assert!(second.body == first.body, "the cached AVIF differs from the first answer");
+    assert!(second.headers.get("vary").is_none(), "explicit format sent Vary: {:?}", second.header("vary"));
+    assert_eq!(upstream.hits(PHOTO), 1, "every variant comes from the cached original");
     proxy.stop().await;
 }
 

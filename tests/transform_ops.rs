@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{photo, png_chunk};
+use common::{avif, photo, png_chunk};
 use image::{DynamicImage, RgbaImage};
 use mirage::request::TransformOptions;
 use mirage::sniff::ImageFormat;
@@ -108,10 +108,61 @@ fn every_output_format_has_the_right_magic_and_media_type() {
         assert_colour(&decoded, 10, 10, RED, &format!("{output:?}"));
         assert_colour(&decoded, 90, 65, YELLOW, &format!("{output:?}"));
     }
-    let avif = transform::transform(&png, &options("w=100"), OutputFormat::Avif, &Limits::default());
-    assert_eq!(avif, Err(TransformError::UnsupportedOutput("avif")));
-    assert!(!OutputFormat::Avif.supported());
     assert_eq!((OutputFormat::Jpeg.default_quality(), OutputFormat::Webp.default_quality()), (82, 80));
+    assert_eq!(OutputFormat::Avif.default_quality(), 82);
+}
+
+/// No AV1 decoder builds here (see `common::avif`): AVIF output is checked by its container, which states the
+/// size the encoder was given, and against the other formats' sizes.
+#[test]
+fn avif_output_is_an_avif_file_of_the_requested_size() {
+    assert!(OutputFormat::Avif.supported());
+    assert_eq!(OutputFormat::Avif.media_type(), "image/avif");
+    let png = quadrants_png();
+    for (segment, size) in [("w=100", (100, 75)), ("w=33", (33, 25)), ("h=300,fit=cover,w=7", (7, 300))] {
+        let encoded = run(&png, segment, OutputFormat::Avif);
+        assert_eq!(ImageFormat::sniff(&encoded.bytes), Some(ImageFormat::Avif), "{segment}");
+        assert_eq!((encoded.format, encoded.width, encoded.height), (OutputFormat::Avif, size.0, size.1));
+        let info = avif::parse(&encoded.bytes).unwrap_or_else(|e| panic!("{segment}: {e}"));
+        assert!(info.has_brand(*b"avif") && info.has_brand(*b"mif1"), "{segment}: {info:?}");
+        assert_eq!(info.sizes, vec![size], "{segment}: one opaque image of the requested size");
+        assert!(info.av1_config && !info.alpha && info.media_bytes > 0, "{segment}: {info:?}");
+    }
+    // A source with transparency keeps it: an alpha auxiliary image (sharing the colour image's ispe property).
+    let mut translucent = quadrants();
+    for (x, _, pixel) in translucent.enumerate_pixels_mut() {
+        pixel.0[3] = if x < 200 { 0 } else { 255 };
+    }
+    let encoded = run(&png_bytes(&translucent, true), "w=100", OutputFormat::Avif);
+    let info = avif::parse(&encoded.bytes).expect("alpha avif");
+    assert!(info.alpha, "{info:?}");
+    assert!(!info.sizes.is_empty() && info.sizes.iter().all(|&size| size == (100, 75)), "{info:?}");
+    // A real photo: smaller than the JPEG of the same size (the quality bar is in benches/formats.py).
+    let photo = photo();
+    let jpeg = run(&photo, "w=300", OutputFormat::Jpeg).bytes.len();
+    let avif = run(&photo, "w=300", OutputFormat::Avif).bytes.len();
+    assert!(avif < jpeg, "AVIF {avif} bytes, JPEG {jpeg}");
+}
+
+#[test]
+fn avif_over_its_pixel_limit_is_refused_or_falls_back_to_webp() {
+    let png = quadrants_png();
+    let limits = Limits { max_avif_pixels: 200 * 150, ..Limits::default() };
+    let transform = |segment: &str| transform::transform(&png, &options(segment), OutputFormat::Avif, &limits);
+    let at_limit = transform("w=200,f=avif").expect("at the limit");
+    assert_eq!((at_limit.format, at_limit.width), (OutputFormat::Avif, 200));
+    assert_eq!(
+        transform("w=201,f=avif"),
+        Err(TransformError::AvifTooLarge { width: 201, height: 151, limit: 30_000 }),
+        "explicit AVIF over the limit"
+    );
+    // `auto` negotiated AVIF (the caller passes it in): over the limit it becomes WebP, under it stays AVIF.
+    let over = transform("w=201,f=auto").expect("auto over the limit");
+    assert_eq!((over.format, over.width), (OutputFormat::Webp, 201));
+    assert_eq!(ImageFormat::sniff(&over.bytes), Some(ImageFormat::Webp));
+    assert_eq!(transform("w=100,f=auto").expect("auto under the limit").format, OutputFormat::Avif);
+    // The limit is on the output: a large source made small is fine.
+    assert_eq!(transform("w=400,h=30,fit=cover,f=avif").map(|e| e.format), Ok(OutputFormat::Avif));
 }
 
 #[test]
@@ -326,7 +377,7 @@ fn dpr_multiplies_the_requested_size() {
 #[test]
 fn quality_changes_the_size() {
     let photo = photo();
-    for output in [OutputFormat::Jpeg, OutputFormat::Webp] {
+    for output in [OutputFormat::Jpeg, OutputFormat::Webp, OutputFormat::Avif] {
         let low = run(&photo, "w=300,q=30", output).bytes.len();
         let default = run(&photo, "w=300", output).bytes.len();
         let high = run(&photo, "w=300,q=90", output).bytes.len();

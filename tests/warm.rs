@@ -331,13 +331,15 @@ async fn auto_format_variants_are_warmed_once_per_negotiated_class() {
     let input = list(work.path(), "list.txt", std::slice::from_ref(&url));
 
     let run = warm_dir(&input, &cache, &["--variant", "width=80,format=auto"]).await;
-    // The original, then WebP and JPEG (AVIF is not built into this server).
-    assert_eq!((run.code, run.count("jobs"), run.count("warmed")), (Some(0), 3, 3), "{}", run.stdout);
+    // The original, then AVIF, WebP and JPEG.
+    assert_eq!((run.code, run.count("jobs"), run.count("warmed")), (Some(0), 4, 4), "{}", run.stdout);
 
     let proxy = Proxy::local(&cache, &[]).await;
     let client = client();
     let auto = proxy.path(&format!("/w=80,f=auto/?{url}"));
-    let webp = x_cache(&client, &auto, Some("image/avif,image/webp,*/*")).await;
+    let avif = x_cache(&client, &auto, Some("image/avif,image/webp,*/*")).await;
+    assert_eq!(avif, (200, "HIT-DISK".to_owned(), "image/avif".to_owned()));
+    let webp = x_cache(&client, &auto, Some("image/webp,*/*")).await;
     assert_eq!(webp, (200, "HIT-DISK".to_owned(), "image/webp".to_owned()));
     let basic = x_cache(&client, &auto, Some("image/*")).await;
     assert_eq!(basic, (200, "HIT-DISK".to_owned(), "image/jpeg".to_owned()));
@@ -361,8 +363,8 @@ async fn server_mode_warms_a_running_server() {
 
     let run = warm(&args).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    // Per URL: the original, width=120, and w=60 as WebP and as JPEG.
-    assert_eq!((run.count("jobs"), run.count("warmed"), run.count("already cached")), (8, 8, 0), "{}", run.stdout);
+    // Per URL: the original, width=120, and w=60 as AVIF, WebP and JPEG.
+    assert_eq!((run.count("jobs"), run.count("warmed"), run.count("already cached")), (10, 10, 0), "{}", run.stdout);
     assert_eq!(origin.total_hits(), 2);
     let client = client();
     for url in &urls {
@@ -373,7 +375,12 @@ async fn server_mode_warms_a_running_server() {
     }
 
     let again = warm(&args).await;
-    assert_eq!((again.code, again.count("warmed"), again.count("already cached")), (Some(0), 0, 8), "{}", again.stdout);
+    assert_eq!(
+        (again.code, again.count("warmed"), again.count("already cached")),
+        (Some(0), 0, 10),
+        "{}",
+        again.stdout
+    );
     assert_eq!(origin.total_hits(), 2);
 
     // Failures are named after the server's status.

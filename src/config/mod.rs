@@ -466,6 +466,11 @@ pub struct PipelineArgs {
     #[arg(long, env = "MIRAGE_MAX_OUTPUT_PIXELS", default_value = "64MiB", value_parser = parse_size)]
     pub max_output_pixels: u64,
 
+    /// Largest AVIF output, in pixels (width x height): an explicit format=avif for more gets 400, format=auto
+    /// gives WebP instead. AVIF encodes cost many times what the other formats do.
+    #[arg(long, env = "MIRAGE_MAX_AVIF_PIXELS", default_value = "4M", value_parser = parse_size)]
+    pub max_avif_pixels: u64,
+
     /// Most frames an animated GIF may have to be transformed as an animation; more gets 413.
     #[arg(long, env = "MIRAGE_MAX_FRAMES", default_value_t = 1000)]
     pub max_frames: u32,
@@ -693,6 +698,7 @@ impl PipelineArgs {
             ("--transform-workers", self.transform_workers.map_or(1, |workers| workers as u64)),
             ("--max-source-pixels", self.max_source_pixels),
             ("--max-output-pixels", self.max_output_pixels),
+            ("--max-avif-pixels", self.max_avif_pixels),
             ("--max-frames", u64::from(self.max_frames)),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
@@ -758,6 +764,7 @@ impl PipelineArgs {
                 limits: Limits {
                     max_source_pixels: self.max_source_pixels,
                     max_output_pixels: self.max_output_pixels,
+                    max_avif_pixels: self.max_avif_pixels,
                     max_frames: self.max_frames,
                 },
                 workers: self

@@ -60,8 +60,11 @@ pub fn remember(error: &Error) -> Option<String> {
                 }
                 format!("undecodable_image/{}", &detail[..cut])
             }
-            // Output support is this build's own, checked before any work; an encoder failure may not repeat.
-            TransformError::UnsupportedOutput(_) | TransformError::Encode(_) => return None,
+            // Output support and the AVIF limit are the request's and this build's own, checked before any
+            // pixel is decoded; an encoder failure may not repeat.
+            TransformError::UnsupportedOutput(_) | TransformError::AvifTooLarge { .. } | TransformError::Encode(_) => {
+                return None;
+            }
         },
         _ => return None,
     };

@@ -1,15 +1,17 @@
 //! What a client's `Accept` header allows, reduced to the few classes that key `format=auto` variants.
 
-/// Whether this build encodes AVIF. AVIF's encoder (rav1e) costs minutes of build time and is not included.
+/// Whether this build encodes AVIF (rav1e, through ravif; see the README's dependency note for its build cost).
 /// Negotiation depends on it (a client is only put in the AVIF class when AVIF can be served), and so does
 /// `transform::OutputFormat::supported`, which reads it from here so that the two cannot disagree.
-pub const AVIF_ENCODER: bool = false;
+pub const AVIF_ENCODER: bool = true;
 
 /// What the client's `Accept` header allows beyond the formats every client takes (JPEG, PNG, GIF).
 /// This is what goes into the cache key for `format=auto`, so it has as few values as possible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AcceptClass {
-    /// AVIF accepted (and this build encodes it).
+    /// AVIF and WebP accepted (and this build encodes AVIF). WebP too, because an AVIF output over
+    /// `--max-avif-pixels` falls back to WebP, which must be a format the client takes; every browser that sends
+    /// `image/avif` also sends `image/webp`, and a client that names AVIF alone gets JPEG or PNG.
     Avif,
     /// WebP accepted.
     Webp,
@@ -47,7 +49,7 @@ impl AcceptClass {
                 webp = true;
             }
         }
-        if avif && AVIF_ENCODER {
+        if avif && webp && AVIF_ENCODER {
             AcceptClass::Avif
         } else if webp {
             AcceptClass::Webp
@@ -87,12 +89,17 @@ mod tests {
             (Some("*/*"), AcceptClass::Basic),
             (Some("image/*,*/*;q=0.8"), AcceptClass::Basic),
             (Some("image/webp,*/*"), AcceptClass::Webp),
-            (Some("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"), AcceptClass::Webp),
+            (Some("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"), AcceptClass::Avif),
+            (Some("image/avif,image/webp,*/*"), AcceptClass::Avif),
+            (Some("image/webp, IMAGE/AVIF;q=0.9"), AcceptClass::Avif),
+            (Some("image/avif;q=0,image/webp,*/*"), AcceptClass::Webp),
+            (Some("image/avif,image/webp;q=0,*/*"), AcceptClass::Basic),
             (Some("image/webp;q=0"), AcceptClass::Basic),
             (Some("image/webp;q=0.0, image/png"), AcceptClass::Basic),
             (Some("IMAGE/WEBP ; Q=0.5"), AcceptClass::Webp),
             (Some("image/webp;q=abc"), AcceptClass::Basic),
             (Some("image/webp;q=2"), AcceptClass::Basic),
+            // AVIF alone: its fallback over --max-avif-pixels (WebP) would not be accepted, so JPEG/PNG.
             (Some("image/avif"), AcceptClass::Basic),
             (Some("image/webpx"), AcceptClass::Basic),
         ];

@@ -24,6 +24,17 @@ pub enum TransformError {
         /// The configured pixel limit.
         limit: u64,
     },
+    /// An explicit `format=avif` whose output would exceed `Limits::max_avif_pixels` (`format=auto` falls back to
+    /// WebP instead): 400, as the client can ask for a smaller size or another format.
+    #[error("AVIF output would be {width}x{height}, over the limit of {limit} pixels")]
+    AvifTooLarge {
+        /// Output width.
+        width: u32,
+        /// Output height.
+        height: u32,
+        /// The configured AVIF pixel limit.
+        limit: u64,
+    },
     /// Truncated, corrupt or otherwise unreadable source: 422.
     #[error("cannot decode the source image: {0}")]
     Undecodable(String),

@@ -32,13 +32,21 @@ pub struct Limits {
     pub max_source_pixels: u64,
     /// Largest output width x height. Default 8192 x 8192.
     pub max_output_pixels: u64,
+    /// Largest AVIF output width x height (AVIF encodes cost many times what the other formats do): above it
+    /// `format=auto` gives WebP and `format=avif` is refused. Default 4 megapixels.
+    pub max_avif_pixels: u64,
     /// Most frames an animation may have to be resized as an animation. Default 1000.
     pub max_frames: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_source_pixels: 50_000_000, max_output_pixels: 8192 * 8192, max_frames: 1000 }
+        Limits {
+            max_source_pixels: 50_000_000,
+            max_output_pixels: 8192 * 8192,
+            max_avif_pixels: 4_000_000,
+            max_frames: 1000,
+        }
     }
 }
 
@@ -53,7 +61,7 @@ pub enum OutputFormat {
     Webp,
     /// GIF (animated when the source is).
     Gif,
-    /// AVIF: not built into this server (see `supported`).
+    /// AVIF (AV1 still image, 10-bit 4:4:4, encoded by rav1e).
     Avif,
 }
 
@@ -69,11 +77,12 @@ impl OutputFormat {
         }
     }
 
-    /// The quality used when the request names none (JPEG 82, WebP 80; the others ignore quality).
+    /// The quality used when the request names none (JPEG and AVIF 82, WebP 80; the others ignore quality).
+    /// AVIF's quality is on JPEG's scale: 82 gives at least the JPEG's fidelity (see `encode::AVIF_QUALITY`).
     pub fn default_quality(self) -> u8 {
         match self {
-            OutputFormat::Jpeg => 82,
-            OutputFormat::Webp | OutputFormat::Png | OutputFormat::Gif | OutputFormat::Avif => 80,
+            OutputFormat::Jpeg | OutputFormat::Avif => 82,
+            OutputFormat::Webp | OutputFormat::Png | OutputFormat::Gif => 80,
         }
     }
 
@@ -153,6 +162,7 @@ pub fn transform(
     // known from the header, so the output limit is checked and the DCT scale chosen before decoding.
     let early = geometry::plan(displayed(header.orientation), options);
     check_output(&early, limits)?;
+    let output = accept::fit_output(output, options.format(), early.output_size(), limits)?;
 
     if output == OutputFormat::Gif && info.format == ImageFormat::Gif && info.frames.unwrap_or(1) > 1 {
         return animate::gif(source, info, options, rotation, limits);
@@ -177,6 +187,8 @@ pub fn transform(
     let full_size = displayed(decoded.orientation);
     let plan = geometry::plan(full_size, options);
     check_output(&plan, limits)?;
+    // Orientation found only while decoding (EXIF in PNG or WebP) may have turned the output: check again.
+    let output = accept::fit_output(output, options.format(), plan.output_size(), limits)?;
 
     let mut image = orient::apply(decoded.bitmap, decoded.orientation);
     image = orient::apply(image, rotation);

@@ -242,7 +242,7 @@ pub static OPTIONS: [OptionSpec; 11] = [
         aliases: &["q"],
         allowed: Allowed::Integer { min: 1, max: 100 },
         // The encoders' defaults (`OutputFormat::default_quality`).
-        default: "JPEG 82, WebP 80",
+        default: "JPEG and AVIF 82, WebP 80",
         example: "quality=80",
         set: |draft, allowed, value| {
             draft.options.quality = Some(u8::try_from(allowed.integer(value)?).ok()?);
