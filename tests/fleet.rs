@@ -662,6 +662,30 @@ async fn a_node_restarted_with_an_empty_disk_answers_hit_shared() {
     fleet.stop_all().await;
 }
 
+/// A store without create-only writes (here S3 told so with `AWS_CONDITIONAL_PUT=disabled`, as for a server that
+/// lacks them): the node says so at start, still shares entries, and fills without a lease (per-node coalescing).
+#[tokio::test]
+async fn a_store_without_conditional_writes_is_said_at_start_and_fills_still_work() {
+    let Some(mut fleet) = Fleet::start("fleet-no-conditional").await else { return };
+    let flags = fleet.node_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut envs = fleet.s3.env();
+    envs.push(("AWS_CONDITIONAL_PUT".to_owned(), "disabled".to_owned()));
+    let a = fleet.start_node(&flags, &envs).await;
+    let b = fleet.start_node(&flags, &envs).await;
+    let target = fleet.image("/a.jpg");
+    assert_served(&fleet.get(a, &target).await, "MISS", &photo(), "node A");
+    fleet.written(&source_object(&target)).await;
+    assert_served(&fleet.get(b, &target).await, "HIT-SHARED", &photo(), "node B");
+    assert_eq!(fleet.upstream.hits("/a.jpg"), 1);
+    assert_eq!(fleet.metric(a, r#"mirage_shared_leases_total{result="won"}"#).await, 0.0);
+    assert_eq!(fleet.metric(a, r#"mirage_shared_leases_total{result="unsupported"}"#).await, 1.0);
+    assert!(!fleet.s3.keys(PREFIX).await.iter().any(|key| key.ends_with("/lease")), "a lease was written");
+    let log = fleet.stop(a).await;
+    assert!(log.contains("does not support create-only writes"), "not said at start:\n{log}");
+    fleet.stop_all().await;
+}
+
 #[tokio::test]
 async fn warm_with_shared_cache_fills_the_fleet() {
     let Some(mut fleet) = Fleet::start("fleet-warm").await else { return };
