@@ -10,7 +10,7 @@ use std::time::Duration;
 use mirage::admin::purge::{MAX_BODY_BYTES, MAX_URLS, Report};
 use mirage::config::{PurgeArgs, default_cache_dir};
 use mirage::request::{self, ImageRequest};
-use mirage_cache::DiskTier;
+use mirage_cache::{CacheKey, DiskTier};
 
 /// How long the server may take to answer one purge request (it may first finish indexing its disk cache).
 const SERVER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -168,13 +168,20 @@ async fn offline(dir: Option<std::path::PathBuf>, shared: Option<&str>, urls: Ve
 
 /// The report of a purge without a local cache: every valid URL with 0 entries.
 fn purge_nothing(urls: &[String]) -> Report {
+    report_of(urls, |_| 0)
+}
+
+/// Reads each of `urls` as an image URL and purges its source with `purge_source` (which returns the entries it
+/// removed); what is no image URL is listed as invalid.
+fn report_of(urls: &[String], mut purge_source: impl FnMut(&CacheKey) -> usize) -> Report {
     let mut report = Report::default();
     for text in urls {
         match request::target_of_any_spelling(text) {
             Ok(target) => {
                 let source = ImageRequest::source_key_of(&target);
+                let entries = purge_source(&source);
                 let url = target.canonical().to_owned();
-                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries: 0, shared: None });
+                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries, shared: None });
             }
             Err(_) => report.invalid.push(text.clone()),
         }
@@ -208,19 +215,7 @@ fn purge_directory(dir: &Path, urls: &[String]) -> Result<Report, Failure> {
     // No budget: nothing is written, and nothing but what is purged may be deleted.
     let disk =
         DiskTier::open_unindexed(dir, u64::MAX).map_err(|error| (format!("opening {}: {error}", dir.display()), 1))?;
-    let mut report = Report::default();
-    for text in urls {
-        match request::target_of_any_spelling(text) {
-            Ok(target) => {
-                let source = ImageRequest::source_key_of(&target);
-                let entries = disk.purge_source(&source).len();
-                let url = target.canonical().to_owned();
-                report.purged.push(mirage::admin::purge::Purged { url, tag: source.tag(), entries, shared: None });
-            }
-            Err(_) => report.invalid.push(text.clone()),
-        }
-    }
-    Ok(report)
+    Ok(report_of(urls, |source| disk.purge_source(source).len()))
 }
 
 #[cfg(test)]

@@ -326,6 +326,20 @@ fn counter(metric: &mut MetricEncoder, value: u64) -> Result<(), std::fmt::Error
     metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 
+/// One counter family with a `result` label: a series per (label value, count).
+fn counters_by_result<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counts: impl Iterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = family(encoder, name, help, MetricType::Counter)?;
+    for (result, count) in counts {
+        counter(&mut metric.encode_family(&[("result", result)])?, count)?;
+    }
+    Ok(())
+}
+
 fn gauge(metric: &mut MetricEncoder, value: i64) -> Result<(), std::fmt::Error> {
     metric.encode_gauge(&value)
 }
@@ -542,33 +556,24 @@ impl PipelineCollector {
             )?,
             i64::from(shared.breaker_open()),
         )?;
-        let mut lookups = family(
+        counters_by_result(
             encoder,
             "mirage_shared_lookups",
             "Shared cache lookups, by result (skipped: the breaker was open; corrupt: deleted, not served).",
-            MetricType::Counter,
+            LookupResult::ALL.iter().map(|result| (result.label(), stats.lookups(*result))),
         )?;
-        for result in LookupResult::ALL {
-            counter(&mut lookups.encode_family(&[("result", result.label())])?, stats.lookups(*result))?;
-        }
-        let mut writes = family(
+        counters_by_result(
             encoder,
             "mirage_shared_writes",
             "Shared cache writes, by result (dropped: the queue was full or the breaker open).",
-            MetricType::Counter,
+            WriteResult::ALL.iter().map(|result| (result.label(), stats.writes(*result))),
         )?;
-        for result in WriteResult::ALL {
-            counter(&mut writes.encode_family(&[("result", result.label())])?, stats.writes(*result))?;
-        }
-        let mut leases = family(
+        counters_by_result(
             encoder,
             "mirage_shared_leases",
             "Cluster-wide fill lease claims, by result (lost: another node fetched and this one waited for it).",
-            MetricType::Counter,
+            LeaseResult::ALL.iter().map(|result| (result.label(), stats.leases(*result))),
         )?;
-        for result in LeaseResult::ALL {
-            counter(&mut leases.encode_family(&[("result", result.label())])?, stats.leases(*result))?;
-        }
         counter(
             &mut family(
                 encoder,

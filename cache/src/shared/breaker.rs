@@ -18,20 +18,12 @@ pub struct Breaker {
     open_until: AtomicU64,
     /// True while an operation is the probe of an open breaker.
     probing: AtomicBool,
-    /// Times the breaker opened (a closed breaker that failed).
-    opened: AtomicU64,
 }
 
 impl Breaker {
     /// A closed breaker that skips the store for `interval` after each failure.
     pub fn new(interval: Duration) -> Breaker {
-        Breaker {
-            interval,
-            epoch: Instant::now(),
-            open_until: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
-            opened: AtomicU64::new(0),
-        }
+        Breaker { interval, epoch: Instant::now(), open_until: AtomicU64::new(0), probing: AtomicBool::new(false) }
     }
 
     fn now_millis(&self) -> u64 {
@@ -41,11 +33,6 @@ impl Breaker {
     /// True while the store is being skipped.
     pub fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
-    }
-
-    /// Times the breaker has opened.
-    pub fn times_opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
     }
 
     /// Whether an operation may go to the store now: always while closed; while open, only the one probe per
@@ -73,7 +60,6 @@ impl Breaker {
     pub fn failed(&self, op: &str, error: &dyn std::fmt::Display) {
         let until = self.now_millis().saturating_add(u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX));
         if self.open_until.swap(until, Ordering::AcqRel) == 0 {
-            self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 op,
                 %error,
@@ -110,6 +96,5 @@ mod tests {
         breaker.succeeded();
         assert!(!breaker.is_open());
         assert!(breaker.allows() && breaker.allows());
-        assert_eq!(breaker.times_opened(), 1);
     }
 }

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 use super::stats::LeaseResult;
-use super::{SharedInner, SharedTier, unix_millis};
+use super::{SharedInner, SharedTier, millis, unix_millis};
 use crate::key::CacheKey;
 use crate::meta::Entry;
 
@@ -204,10 +204,6 @@ impl SharedTier {
             }
         }
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -138,11 +138,6 @@ impl SharedTier {
         &self.inner.describe
     }
 
-    /// The paths in the store.
-    pub fn layout(&self) -> &Layout {
-        &self.inner.layout
-    }
-
     /// The options the tier was opened with.
     pub fn options(&self) -> &SharedOptions {
         &self.inner.options
@@ -323,6 +318,11 @@ impl SharedTier {
 /// reqwest, built without a provider of its own) needs one before it is built.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `duration` in whole milliseconds, saturating (leases, purge records and their margins are kept in them).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The current Unix time in milliseconds (leases and purge records are compared across nodes: wall clock).

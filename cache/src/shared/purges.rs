@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
-use super::{SharedTier, parse_purge_record, unix_millis};
+use super::{SharedTier, millis, parse_purge_record, unix_millis};
 use crate::key::CacheKey;
 
 /// How far back each listing reaches behind the newest record seen: a node whose clock is behind writes records
@@ -228,8 +228,4 @@ impl PurgeFeed {
     pub fn interval(&self) -> Duration {
         self.tier.options().purge_poll
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
