@@ -6,7 +6,7 @@ use crate::error::{Error, ErrorCode};
 use crate::fallback;
 use crate::metrics::RouteKind;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{Route, parse_route};
+use crate::request::{MemoRoute, Route, parse_route};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -77,26 +77,29 @@ async fn route<B>(
         return Ok((readiness(pipeline.cache().is_ready(), head_only), Outcome::default()));
     }
     // Everything after the first `?`, raw: the target's own query belongs to it.
-    let query = request.uri().query().unwrap_or_default();
+    let uri = request.uri();
+    let query = uri.query().unwrap_or_default();
+    let path_and_query = uri.path_and_query().map_or("", |path_and_query| path_and_query.as_str());
     let accept = request.headers().get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
-    let (image_request, signature) = match parse_route(request.uri().path(), query, accept) {
-        Ok(Route::Health) => {
+    // Parsed and keyed once per distinct URL (and `Accept` class, for `format=auto`): see `request::memo`.
+    let (image_request, signature) = match pipeline.routes().route(path_and_query, uri.path(), query, accept) {
+        Ok(MemoRoute::Health) => {
             *kind = RouteKind::Health;
             return Ok((respond::text("ok\n", head_only), Outcome::default()));
         }
-        Ok(Route::Image { request, signature }) => {
-            *kind = if request.variant.is_none() { RouteKind::Mirror } else { RouteKind::Transform };
+        Ok(MemoRoute::Image { request, signature }) => {
+            *kind = if request.request().variant.is_none() { RouteKind::Mirror } else { RouteKind::Transform };
             (request, signature)
         }
-        Ok(Route::NotFound) => return Err(Error::NoRoute),
+        Ok(MemoRoute::NotFound) => return Err(Error::NoRoute),
         Err(error) => return Err(error.into()),
     };
     // Before the cache: a signed-only server never answers an unsigned request, not even from the cache.
-    pipeline.signing().check(&image_request, signature.as_deref())?;
-    let served = match pipeline.get(&image_request).await {
+    pipeline.signing().check(image_request.request(), signature.as_deref())?;
+    let served = match pipeline.get_keyed(&image_request).await {
         Ok(served) => served,
         // Upstream's and the source's failures may be answered by the fallback image instead.
-        Err(error) => return fallback::answer(pipeline, &image_request, error, head_only).await,
+        Err(error) => return fallback::answer(pipeline, image_request.request(), error, head_only).await,
     };
     let outcome = Outcome { cache_status: Some(served.cache_status), ..Outcome::default() };
     Ok((respond::image(&served, head_only, request.headers(), pipeline.cache_tag_header()), outcome))

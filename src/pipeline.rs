@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use mirage_cache::shared::SharedTier;
 use mirage_cache::{
-    Coalescer, Entry, EntryKind, FillClaim, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
+    CacheKey, Coalescer, Entry, EntryKind, FillClaim, FillError, FreshnessInputs, Lookup, MemoryTier, Tier, TieredCache,
 };
 use tokio::sync::Semaphore;
 
@@ -32,7 +32,7 @@ use crate::fallback::Fallback;
 use crate::fetch::{FetchError, Fetched, Fetcher, Upstream, Validators};
 use crate::freshness::{Clock, Freshness, FreshnessPolicy, unix_seconds};
 use crate::metrics::{Metrics, UpstreamOutcome};
-use crate::request::{ImageRequest, Target, Variant};
+use crate::request::{ImageRequest, KeyedRequest, RouteMemo, Target, Variant};
 use crate::signing::SigningPolicy;
 use crate::sniff::ImageFormat;
 use crate::transform::{self, Encoded, Limits};
@@ -157,6 +157,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The header naming an image's source for CDN purge by tag (`--cache-tag-header`), if any.
     cache_tag_header: Option<http::HeaderName>,
+    /// Request URLs parsed and keyed once (the server's; pure, so it holds nothing a purge must drop).
+    routes: RouteMemo,
 }
 
 impl Pipeline {
@@ -182,6 +184,7 @@ impl Pipeline {
                 fallback: config.fallback.clone(),
                 metrics: Arc::new(Metrics::default()),
                 cache_tag_header: config.cache_tag_header.clone(),
+                routes: RouteMemo::new(),
             }),
         })
     }
@@ -260,21 +263,32 @@ impl Pipeline {
     /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
     /// from one coalesced fill per key.
     pub async fn get(&self, request: &ImageRequest) -> Result<Served, Error> {
+        self.get_keyed(&KeyedRequest::new(request.clone())).await
+    }
+
+    /// [`Pipeline::get`] of a request whose key is already known (the server's, from `routes`).
+    pub async fn get_keyed(&self, keyed: &KeyedRequest) -> Result<Served, Error> {
+        let request = keyed.request();
         // Host and port rules also hold for what is already cached: a newly denied host is not served.
         self.inner.fetcher.check_host_rules(request.target.url())?;
         match &request.variant {
-            None => self.get_source(&request.target).await,
+            // A mirror's key is its source's.
+            None => self.get_source_keyed(&request.target, keyed.key()).await,
             Some(variant) => {
-                let mut served = self.get_variant(request, variant).await?;
+                let mut served = self.get_variant(request, variant, keyed.key()).await?;
                 served.varies_on_accept = variant.varies_on_accept();
                 Ok(served)
             }
         }
     }
 
+    /// The parsed-URL memo of the server in front of this pipeline (see `request::memo`).
+    pub fn routes(&self) -> &RouteMemo {
+        &self.inner.routes
+    }
+
     /// A variant: from the cache, or made from the (cached) original on the CPU pool.
-    async fn get_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
-        let key = request.key();
+    async fn get_variant(&self, request: &ImageRequest, variant: &Variant, key: CacheKey) -> Result<Served, Error> {
         let now = self.inner.clock.unix_now();
         let stale = match self.inner.cache.lookup_with_source(&key, || request.source_key(), now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),
@@ -403,7 +417,11 @@ impl Pipeline {
 
     /// The original image: from a fresh cache entry, else by one coalesced upstream fetch per key.
     pub async fn get_source(&self, target: &Target) -> Result<Served, Error> {
-        let key = ImageRequest::source_key_of(target);
+        self.get_source_keyed(target, ImageRequest::source_key_of(target)).await
+    }
+
+    /// [`Pipeline::get_source`] with the target's source key already made.
+    async fn get_source_keyed(&self, target: &Target, key: CacheKey) -> Result<Served, Error> {
         let now = self.inner.clock.unix_now();
         let stale = match self.inner.cache.lookup_with_source(&key, || key, now).await {
             Lookup::Fresh(entry, tier) => return answer_from_cache(entry, tier.into(), now),

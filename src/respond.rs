@@ -1,7 +1,7 @@
 //! Writes answers: image responses with cache validators and CORS, 304s, preflights and plain-text errors.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -30,14 +30,10 @@ pub fn image(
     cache_tag: Option<&HeaderName>,
 ) -> Response<Body> {
     let entry = &served.entry;
+    let meta = entry.meta();
     let etag = entry.etag_str();
-    let last_modified = entry
-        .meta()
-        .last_modified
-        .clone()
-        .unwrap_or_else(|| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(entry.meta().stored_at)));
     let (cache_control, age) = cache_headers(served);
-    let not_modified = is_not_modified(request_headers, etag, &last_modified);
+    let not_modified = is_not_modified(request_headers, etag, meta.last_modified_value());
     let (status, body) = match (not_modified, head_only) {
         (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
         (false, true) => (StatusCode::OK, Bytes::new()),
@@ -47,11 +43,9 @@ pub fn image(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     add_common_headers(headers);
-    // Made once with the entry (a shared buffer): no formatting, no allocation.
-    if let Ok(etag) = HeaderValue::from_maybe_shared(entry.etag_bytes().clone()) {
-        headers.insert(header::ETAG, etag);
-    }
-    put(headers, header::LAST_MODIFIED, &last_modified);
+    // These were made once with the entry (shared buffers): sending them formats and copies nothing.
+    put_shared(headers, header::ETAG, entry.etag_bytes());
+    put_shared(headers, header::LAST_MODIFIED, meta.last_modified_value());
     headers.insert(header::CACHE_CONTROL, cache_control);
     if let Some(age) = age {
         headers.insert(header::AGE, age);
@@ -60,15 +54,12 @@ pub fn image(
     if served.varies_on_accept {
         put(headers, header::VARY, "Accept");
     }
-    // The tag was made once with the entry (a shared buffer): sending it copies and allocates nothing.
-    if let (Some(name), Some(tag)) = (cache_tag, entry.meta().source_tag())
-        && let Ok(value) = HeaderValue::from_maybe_shared(tag.clone())
-    {
-        headers.insert(name.clone(), value);
+    if let (Some(name), Some(tag)) = (cache_tag, meta.source_tag()) {
+        put_shared(headers, name.clone(), tag);
     }
     if !not_modified {
-        put(headers, header::CONTENT_TYPE, &entry.meta().content_type);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.meta().body_len()));
+        put_shared(headers, header::CONTENT_TYPE, meta.content_type_value());
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.body_len()));
     }
     response
 }
@@ -226,10 +217,18 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// Sets a header from a value kept with a cache entry: a reference-counted clone, checked but not copied. A
+/// value that is not a valid header (an upstream `Last-Modified` with control characters) is left out.
+fn put_shared(headers: &mut HeaderMap, name: HeaderName, value: &Bytes) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(value.clone()) {
+        headers.insert(name, value);
+    }
+}
+
 /// RFC 9110 13.1.2 / 13.1.3: `If-None-Match` (weak comparison) wins; `If-Modified-Since` only without it.
 /// Every `If-None-Match` line counts: repeated lines form one list (RFC 9110 5.3), and a client or CDN may send
 /// one tag per line.
-fn is_not_modified(request_headers: &HeaderMap, etag: &str, last_modified: &str) -> bool {
+fn is_not_modified(request_headers: &HeaderMap, etag: &str, last_modified: &[u8]) -> bool {
     let mut if_none_match = request_headers.get_all(header::IF_NONE_MATCH).iter().peekable();
     if if_none_match.peek().is_some() {
         // A line that is not text cannot name our tag; the other lines still can.
@@ -242,6 +241,7 @@ fn is_not_modified(request_headers: &HeaderMap, etag: &str, last_modified: &str)
     let Some(since) = request_headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    let last_modified = std::str::from_utf8(last_modified).unwrap_or_default();
     match (httpdate::parse_http_date(since), httpdate::parse_http_date(last_modified)) {
         (Ok(since), Ok(modified)) => modified <= since,
         _ => false,
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn if_none_match_lists_and_weak_tags() {
-        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        let lm = b"Tue, 01 Jan 2030 00:00:00 GMT";
         assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "\"abc\""), "\"abc\"", lm));
         assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "\"x\", W/\"abc\""), "\"abc\"", lm));
         assert!(is_not_modified(&headers(header::IF_NONE_MATCH, "*"), "\"abc\"", lm));
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn every_if_none_match_line_counts() {
-        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
+        let lm = b"Tue, 01 Jan 2030 00:00:00 GMT";
         let mut map = headers(header::IF_NONE_MATCH, "\"x\", \"y\"");
         map.append(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"abc\""));
         assert!(is_not_modified(&map, "\"abc\"", lm));
@@ -282,8 +282,8 @@ mod tests {
 
     #[test]
     fn if_modified_since() {
-        let lm = "Tue, 01 Jan 2030 00:00:00 GMT";
-        assert!(is_not_modified(&headers(header::IF_MODIFIED_SINCE, lm), "\"abc\"", lm));
+        let lm = b"Tue, 01 Jan 2030 00:00:00 GMT";
+        assert!(is_not_modified(&headers(header::IF_MODIFIED_SINCE, "Tue, 01 Jan 2030 00:00:00 GMT"), "\"abc\"", lm));
         assert!(!is_not_modified(&headers(header::IF_MODIFIED_SINCE, "Mon, 31 Dec 2029 00:00:00 GMT"), "\"a\"", lm));
     }
 }

@@ -95,8 +95,10 @@ pub async fn serve_with(
         let open = pipeline.metrics().connection();
         let pipeline = pipeline.clone();
         let max_uri_bytes = config.max_uri_bytes;
+        let peer_text = Arc::new(access_log::Peer::new(peer));
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let pipeline = pipeline.clone();
+            let peer_text = Arc::clone(&peer_text);
             async move {
                 let started = Instant::now();
                 let uri_bytes = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
@@ -110,7 +112,7 @@ pub async fn serve_with(
                 // One clock read serves the metrics and the access log.
                 let took = started.elapsed();
                 pipeline.metrics().request(outcome.route, status, outcome.cache_status, bytes, took);
-                access_log::record(request.method(), request.uri(), status, outcome, bytes, took, peer);
+                access_log::record(request.method(), request.uri(), status, outcome, bytes, took, &peer_text);
                 Ok::<_, Infallible>(response)
             }
         });

@@ -66,13 +66,16 @@ fn unlink(links: &Mutex<Links>, source: CacheKey, key: &CacheKey) {
 const UNSETTLED_SHARE: u64 = 32;
 
 /// What an entry really holds: its body (stored at exact size: the fetcher and the encoders give spare capacity
-/// back before an entry is built, so length is what is allocated), its metadata strings and a fixed overhead.
+/// back before an entry is built, so length is what is allocated), its metadata strings (and the header values
+/// made from them) and a fixed overhead.
 /// moka weights are u32; an entry over 4 GiB is clamped (it would evict everything anyway).
 fn weigh(_key: &CacheKey, entry: &Entry) -> u32 {
     let meta = entry.meta();
     let strings = meta.content_type.len()
         + meta.etag.as_ref().map_or(0, String::len)
-        + meta.last_modified.as_ref().map_or(0, String::len);
+        + meta.last_modified.as_ref().map_or(0, String::len)
+        + meta.content_type_value().len()
+        + meta.last_modified_value().len();
     let bytes = meta.body_len() + strings as u64 + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }

@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -122,6 +123,28 @@ pub struct EntryMeta {
     /// The strong ETag clients get (see [`Entry::etag_token`]), made once with the digest it comes from, so that
     /// answering sends it without formatting or allocating.
     etag_token: Bytes,
+    /// The answer's `Content-Type` and `Last-Modified` values, made once whenever what they come from changes
+    /// (see [`EntryMeta::answer_headers`]): a hit clones two shared buffers instead of formatting and copying.
+    answer_headers: AnswerHeaders,
+}
+
+/// Header values of an answer that depend only on the entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct AnswerHeaders {
+    content_type: Bytes,
+    last_modified: Bytes,
+}
+
+impl AnswerHeaders {
+    /// `Content-Type` as stored; `Last-Modified` as upstream sent it or, without one, when the entry was stored
+    /// or last revalidated (an HTTP-date, so a client can revalidate with `If-Modified-Since` either way).
+    fn of(content_type: &str, last_modified: Option<&str>, stored_at: u64) -> AnswerHeaders {
+        let last_modified = match last_modified {
+            Some(upstream) => Bytes::copy_from_slice(upstream.as_bytes()),
+            None => Bytes::from(httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(stored_at))),
+        };
+        AnswerHeaders { content_type: Bytes::copy_from_slice(content_type.as_bytes()), last_modified }
+    }
 }
 
 /// `"` + the first 32 hex digits of the body's SHA-256 + `"`.
@@ -152,6 +175,23 @@ impl EntryMeta {
     /// a cheap clone of a shared buffer.
     pub fn source_tag(&self) -> Option<&Bytes> {
         Some(&self.source_tag).filter(|tag| !tag.is_empty())
+    }
+
+    /// The `Content-Type` of an answer from this entry (`content_type`, as shared bytes).
+    pub fn content_type_value(&self) -> &Bytes {
+        &self.answer_headers.content_type
+    }
+
+    /// The `Last-Modified` of an answer from this entry, as shared bytes: upstream's `last_modified` verbatim, or
+    /// `stored_at` as an HTTP-date when upstream sent none.
+    pub fn last_modified_value(&self) -> &Bytes {
+        &self.answer_headers.last_modified
+    }
+
+    /// Makes the answer's header values again from the fields they come from; every change to `content_type`,
+    /// `last_modified` or `stored_at` inside this crate ends with it.
+    fn renew_answer_headers(&mut self) {
+        self.answer_headers = AnswerHeaders::of(&self.content_type, self.last_modified.as_deref(), self.stored_at);
     }
 }
 
@@ -231,6 +271,7 @@ impl Entry {
         let meta = Arc::make_mut(&mut self.meta);
         meta.etag = validators.etag;
         meta.last_modified = validators.last_modified;
+        meta.renew_answer_headers();
         self
     }
 
@@ -249,8 +290,10 @@ impl Entry {
             body_len: body.len() as u64,
             body_sha256: sha256(&body),
             etag_token: Bytes::new(),
+            answer_headers: AnswerHeaders::default(),
         };
-        let meta = EntryMeta { etag_token: etag_token_of(&meta.body_sha256), ..meta };
+        let mut meta = EntryMeta { etag_token: etag_token_of(&meta.body_sha256), ..meta };
+        meta.renew_answer_headers();
         Entry { meta: Arc::new(meta), body }
     }
 
@@ -288,6 +331,7 @@ impl Entry {
         if validators.last_modified.is_some() {
             meta.last_modified = validators.last_modified;
         }
+        meta.renew_answer_headers();
         Entry { meta: Arc::new(meta), body: self.body.clone() }
     }
 
@@ -522,7 +566,10 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
         body_len,
         body_sha256,
         etag_token: etag_token_of(&body_sha256),
+        answer_headers: AnswerHeaders::default(),
     };
+    let mut meta = meta;
+    meta.renew_answer_headers();
     Ok((meta, body_start))
 }
 

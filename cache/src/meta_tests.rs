@@ -306,3 +306,26 @@ fn the_source_key_round_trips_and_is_probed_from_the_file_start() {
     flipped[SOURCE_PROBE_LEN - 1] ^= 1;
     assert_eq!(decode(&k, Bytes::from(flipped)).unwrap_err().reason, "header check mismatch");
 }
+
+#[test]
+fn answer_headers_follow_what_they_come_from() {
+    let entry = sample();
+    assert_eq!(entry.meta().content_type_value().as_ref(), b"image/jpeg");
+    assert_eq!(entry.meta().last_modified_value().as_ref(), b"Wed, 21 Oct 2015 07:28:00 GMT");
+    // Without upstream's date: when it was stored, as an HTTP-date.
+    let plain = Entry::image("image/png", Bytes::from_static(b"png"), 1_000_000_000, 1_000_000_100);
+    assert_eq!(plain.meta().last_modified_value().as_ref(), b"Sun, 09 Sep 2001 01:46:40 GMT");
+    // A revalidation without a new date moves the stored time, and with it the date made from it.
+    let renewed = plain.refreshed(1_000_000_060, 1_000_000_200, FreshnessInputs::default(), Validators::default());
+    assert_eq!(renewed.meta().last_modified_value().as_ref(), b"Sun, 09 Sep 2001 01:47:40 GMT");
+    // Upstream's new date replaces the old one.
+    let dated = Validators { etag: None, last_modified: Some("Thu, 01 Jan 2015 00:00:00 GMT".to_owned()) };
+    let renewed = entry.refreshed(3_000, 4_000, inputs(), dated);
+    assert_eq!(renewed.meta().last_modified_value().as_ref(), b"Thu, 01 Jan 2015 00:00:00 GMT");
+    // A file read back makes them again, equal to the written entry's.
+    let back = decode(&key(), Bytes::from(encode_file(&key(), &entry))).expect("valid");
+    assert_eq!(back.meta().content_type_value(), entry.meta().content_type_value());
+    assert_eq!(back.meta().last_modified_value(), entry.meta().last_modified_value());
+    let plain_back = decode(&key(), Bytes::from(encode_file(&key(), &plain))).expect("valid");
+    assert_eq!(plain_back.meta().last_modified_value(), plain.meta().last_modified_value());
+}

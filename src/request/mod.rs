@@ -4,11 +4,13 @@
 //! that grammar: the server, `mirage sign`, the fuzz target and the property tests all call it.
 
 mod accept;
+mod memo;
 pub mod options;
 mod route;
 mod target;
 
 pub use accept::{AVIF_ENCODER, AcceptClass};
+pub use memo::{KeyedRequest, MemoRoute, RouteMemo};
 pub use options::{
     Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
     Tenths, TransformOptions,
@@ -83,6 +85,16 @@ impl ImageRequest {
         let accepts =
             if options.format() == FormatChoice::Auto { AcceptClass::from_accept(accept) } else { AcceptClass::Basic };
         ImageRequest { target, variant: Variant::new(options, accepts) }
+    }
+
+    /// The same request for clients of `class`: what [`parse_route`] gives for an `Accept` header of that class.
+    /// Only `format=auto` variants negotiate; any other request is returned as it is.
+    pub fn for_accept_class(&self, class: AcceptClass) -> ImageRequest {
+        let mut request = self.clone();
+        if let Some(variant) = request.variant.as_mut().filter(|variant| variant.varies_on_accept()) {
+            variant.accepts = class;
+        }
+        request
     }
 
     /// The text a signature covers: the canonical options (empty for a mirror), `/?`, and the canonical target.

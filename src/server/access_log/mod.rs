@@ -36,7 +36,7 @@ pub(super) fn record(
     outcome: Outcome,
     bytes: u64,
     took: Duration,
-    peer: SocketAddr,
+    peer: &Peer,
 ) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
@@ -67,7 +67,7 @@ pub(super) fn record(
         error: outcome.error_code.map_or("-", ErrorCode::as_str),
         bytes,
         took,
-        peer,
+        peer: &peer.0,
     };
     sink::write(|out| line.write(out, crate::telemetry::format()));
 }
@@ -79,11 +79,11 @@ struct Line<'a> {
     target_host: HostPort<'a>,
     target_path: &'a str,
     status: u16,
-    x_cache: &'a str,
-    error: &'a str,
+    x_cache: &'static str,
+    error: &'static str,
     bytes: u64,
     took: Duration,
-    peer: SocketAddr,
+    peer: &'a str,
 }
 
 /// The tracing target the line is written under, as `tracing` would name this module.
@@ -102,7 +102,8 @@ impl Line<'_> {
 
     /// `2026-12-03T10:11:19.350916Z  INFO mirage::server::access_log: request method=GET route=/ …`: Display fields
     /// bare, strings quoted (`Debug`), as tracing-subscriber's default text format. Numbers and addresses are
-    /// written digit by digit: `fmt`'s padding and `SocketAddr`'s `Display` were most of the line's cost.
+    /// written digit by digit, and the peer once per connection: `fmt`'s padding and `SocketAddr`'s `Display` were
+    /// most of the line's cost.
     fn write_text(&self, out: &mut String, now: Duration) -> fmt::Result {
         timestamp(out, now)?;
         out.push_str("  INFO ");
@@ -118,15 +119,15 @@ impl Line<'_> {
         out.push_str(" status=");
         push_u64(out, u64::from(self.status));
         out.push_str(" x_cache=");
-        debug_string(out, self.x_cache)?;
+        quoted_word(out, self.x_cache);
         out.push_str(" error=");
-        debug_string(out, self.error)?;
+        quoted_word(out, self.error);
         out.push_str(" bytes=");
         push_u64(out, self.bytes);
         out.push_str(" ms=");
         push_millis(out, self.took);
         out.push_str(" peer=");
-        push_peer(out, self.peer);
+        out.push_str(self.peer);
         out.push('\n');
         Ok(())
     }
@@ -151,15 +152,15 @@ impl Line<'_> {
         out.push_str(",\"status\":");
         push_u64(out, u64::from(self.status));
         out.push_str(",\"x_cache\":");
-        json_string(out, self.x_cache)?;
+        quoted_word(out, self.x_cache);
         out.push_str(",\"error\":");
-        json_string(out, self.error)?;
+        quoted_word(out, self.error);
         out.push_str(",\"bytes\":");
         push_u64(out, self.bytes);
         out.push_str(",\"ms\":");
         push_millis(out, self.took);
         out.push_str(",\"peer\":\"");
-        push_peer(out, self.peer);
+        out.push_str(self.peer);
         out.push_str("\",\"target\":\"");
         out.push_str(TARGET);
         out.push_str("\"}\n");
@@ -211,31 +212,19 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// `value` in decimal.
-fn push_u64(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+/// `value` in decimal (itoa: two digits per step, no UTF-8 check of its own digits).
+fn push_u64(out: &mut String, value: u64) {
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// `value` in decimal, zero-padded to `width` digits.
 fn push_padded(out: &mut String, value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut rest = value;
-    for slot in digits.iter_mut().rev().take(width.min(20)) {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value);
+    for _ in digits.len()..width {
+        out.push('0');
     }
-    out.push_str(std::str::from_utf8(&digits[20 - width.min(20)..]).unwrap_or_default());
+    out.push_str(digits);
 }
 
 /// Milliseconds with three decimals (microsecond precision), as a JSON and text number.
@@ -246,28 +235,27 @@ fn push_millis(out: &mut String, took: Duration) {
     push_padded(out, micros % 1000, 3);
 }
 
-/// `ip:port`, or `[ip]:port` for IPv6, as `SocketAddr` displays it.
-fn push_peer(out: &mut String, peer: SocketAddr) {
-    match peer {
-        SocketAddr::V4(v4) => {
-            for (index, octet) in v4.ip().octets().iter().enumerate() {
-                if index > 0 {
-                    out.push('.');
-                }
-                push_u64(out, u64::from(*octet));
-            }
-            out.push(':');
-            push_u64(out, u64::from(v4.port()));
-        }
-        SocketAddr::V6(_) => {
-            let _ = write!(out, "{peer}");
-        }
+/// The client's address as the log writes it (`ip:port`, or `[ip]:port` for IPv6, as `SocketAddr` displays it),
+/// formatted once per connection rather than once per request.
+pub(super) struct Peer(String);
+
+impl Peer {
+    pub(super) fn new(peer: SocketAddr) -> Peer {
+        Peer(peer.to_string())
     }
+}
+
+/// One of our own codes (`X-Cache` values, error codes, `-`) in quotes: words of letters, digits, `-` and `_`,
+/// the same in `Debug` and JSON, so there is nothing to check or escape.
+fn quoted_word(out: &mut String, word: &'static str) {
+    out.push('"');
+    out.push_str(word);
+    out.push('"');
 }
 
 /// `value` as `Debug` quotes it: most values need no escaping and are copied as they are.
 fn debug_string(out: &mut String, value: &str) -> fmt::Result {
-    if value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f || b >= 0x80) {
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
         return write!(out, "{value:?}");
     }
     out.push('"');
@@ -317,14 +305,15 @@ fn escape_json_into(out: &mut String, text: &str) -> fmt::Result {
 /// plain `http://` or `https://` URL; `None` for anything else (percent-encoded, odd case), which is parsed.
 fn split_plain(raw: &str) -> Option<(&str, &str)> {
     let rest = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://"))?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // Byte loops: these strings are short, and a generic char-set search costs more than the bytes it looks at.
+    let authority_end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority.bytes().rposition(|b| b == b'@').map_or(authority, |at| &authority[at + 1..]);
     if host.is_empty() {
         return None;
     }
     let after = &rest[authority_end..];
-    let path = &after[..after.find(['?', '#']).unwrap_or(after.len())];
+    let path = &after[..after.bytes().position(|b| matches!(b, b'?' | b'#')).unwrap_or(after.len())];
     Some((host, if path.is_empty() { "/" } else { path }))
 }
 
@@ -348,9 +337,18 @@ impl Route<'_> {
     /// Writes the path without its signature. A path without `%` and without `sig` in any case (nearly every
     /// one) is written as it is: there is nothing to decode or leave out.
     fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
-        let may_sign =
-            self.0.as_bytes().windows(SIGNATURE_KEY.len()).any(|w| w.eq_ignore_ascii_case(SIGNATURE_KEY.as_bytes()));
-        if !self.0.contains('%') && !may_sign && !self.0.contains(char::is_control) {
+        // One pass over the bytes: anything to decode (`%`), a control or non-ASCII character (decoded and checked
+        // below), or what may start `sig` in any case sends the path the long way.
+        let bytes = self.0.as_bytes();
+        let plain = bytes.iter().enumerate().all(|(at, &b)| {
+            (0x20..0x7f).contains(&b)
+                && b != b'%'
+                && !(b.eq_ignore_ascii_case(&SIGNATURE_KEY.as_bytes()[0])
+                    && bytes
+                        .get(at..at + SIGNATURE_KEY.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(SIGNATURE_KEY.as_bytes())))
+        });
+        if plain {
             return f.write_str(self.0);
         }
         let is_signature = |pair: &str| {
@@ -400,7 +398,7 @@ mod tests {
             error: "-",
             bytes: 15_614,
             took: Duration::from_micros(250),
-            peer: "127.0.0.1:5555".parse().unwrap(),
+            peer: "127.0.0.1:5555",
         }
     }
 
