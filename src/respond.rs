@@ -11,6 +11,7 @@ use http_body_util::Full;
 use crate::error::{ErrorCode, PublicError};
 use crate::freshness;
 use crate::pipeline::{CacheStatus, Served};
+use mirage_cache::Entry;
 
 /// The response body type of every answer: the whole body at once, shared with the cache (no copy).
 pub type Body = Full<Bytes>;
@@ -31,9 +32,7 @@ pub fn image(
 ) -> Response<Body> {
     let entry = &served.entry;
     let meta = entry.meta();
-    let etag = entry.etag_str();
-    let (cache_control, age) = cache_headers(served);
-    let not_modified = is_not_modified(request_headers, etag, meta.last_modified_value());
+    let not_modified = is_not_modified(request_headers, entry.etag_str(), meta.last_modified_value());
     let (status, body) = match (not_modified, head_only) {
         (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
         (false, true) => (StatusCode::OK, Bytes::new()),
@@ -41,27 +40,58 @@ pub fn image(
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
+    // The headers that depend only on the entry are made once per entry and kept with it; an answer copies that
+    // map of shared values (no formatting, no validation) and overwrites the per-answer ones in their places. A
+    // 304 leaves out the body's headers, so it makes its own.
+    let fixed = if not_modified { None } else { meta.answer_memo(|| FixedHeaders::of(entry, cache_tag)) };
     let headers = response.headers_mut();
-    add_common_headers(headers);
-    // These were made once with the entry (shared buffers): sending them formats and copies nothing.
-    put_shared(headers, header::ETAG, entry.etag_bytes());
-    put_shared(headers, header::LAST_MODIFIED, meta.last_modified_value());
-    headers.insert(header::CACHE_CONTROL, cache_control);
-    if let Some(age) = age {
-        headers.insert(header::AGE, age);
+    match fixed {
+        Some(fixed) => headers.clone_from(&fixed.0),
+        None => fixed_headers(headers, entry, cache_tag, !not_modified),
     }
+    let (cache_control, age) = cache_headers(served);
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    match age {
+        Some(age) => headers.insert(header::AGE, age),
+        None => headers.remove(header::AGE),
+    };
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(served.cache_status.as_str()));
     if served.varies_on_accept {
-        put(headers, header::VARY, "Accept");
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
+    response
+}
+
+/// An image answer's headers that depend only on its entry (and the process's `--cache-tag-header`), with a place
+/// already made for each header every answer sets (`Cache-Control`, `Age`, `X-Cache`): a copy of the map has room
+/// for exactly these, so setting them replaces values instead of growing the copy.
+struct FixedHeaders(HeaderMap);
+
+impl FixedHeaders {
+    fn of(entry: &Entry, cache_tag: Option<&HeaderName>) -> FixedHeaders {
+        let mut headers = HeaderMap::with_capacity(16);
+        fixed_headers(&mut headers, entry, cache_tag, true);
+        for name in [header::CACHE_CONTROL, header::AGE, X_CACHE.clone()] {
+            headers.insert(name, HeaderValue::from_static("-"));
+        }
+        FixedHeaders(headers)
+    }
+}
+
+/// CORS and hardening, the validators, the source's cache tag and, with `with_body`, the body's type and length.
+fn fixed_headers(headers: &mut HeaderMap, entry: &Entry, cache_tag: Option<&HeaderName>, with_body: bool) {
+    let meta = entry.meta();
+    add_common_headers(headers);
+    // Made once with the entry (shared buffers): sending them formats and copies nothing.
+    put_shared(headers, header::ETAG, entry.etag_bytes());
+    put_shared(headers, header::LAST_MODIFIED, meta.last_modified_value());
     if let (Some(name), Some(tag)) = (cache_tag, meta.source_tag()) {
         put_shared(headers, name.clone(), tag);
     }
-    if !not_modified {
+    if with_body {
         put_shared(headers, header::CONTENT_TYPE, meta.content_type_value());
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.body_len()));
     }
-    response
 }
 
 /// `Cache-Control` and `Age` for an image answer, on the pipeline's clock (not the wall clock), so tests can move
@@ -278,6 +308,49 @@ mod tests {
         // A present If-None-Match that does not match wins over a matching If-Modified-Since.
         map.append(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"));
         assert!(!is_not_modified(&map, "\"abd\"", lm));
+    }
+
+    fn served(entry: &Entry, cache_status: CacheStatus, answered_at: u64, varies_on_accept: bool) -> Served {
+        Served { entry: entry.clone(), cache_status, cacheable: true, private: false, varies_on_accept, answered_at }
+    }
+
+    /// The headers kept with an entry serve every answer from it, each with its own per-answer values.
+    #[test]
+    fn answers_from_one_entry_keep_their_own_per_answer_headers() {
+        let entry = Entry::image("image/jpeg", Bytes::from_static(b"jpeg"), 1_000, 4_600);
+        let tag = HeaderName::from_static("cache-tag");
+        let get = |served: &Served, request: &HeaderMap| image(served, false, request, Some(&tag));
+        let first = get(&served(&entry, CacheStatus::Miss, 1_000, false), &HeaderMap::new());
+        let second = get(&served(&entry, CacheStatus::HitMemory, 1_030, true), &HeaderMap::new());
+        let stale = get(&served(&entry, CacheStatus::Stale, 9_000, false), &HeaderMap::new());
+        let value = |response: &Response<Body>, name: &str| {
+            response.headers().get(name).map(|value| value.to_str().expect("text").to_owned())
+        };
+        assert_eq!(value(&first, "x-cache").as_deref(), Some("MISS"));
+        assert_eq!(value(&first, "age").as_deref(), Some("0"));
+        assert_eq!(value(&first, "vary"), None);
+        assert_eq!(value(&second, "x-cache").as_deref(), Some("HIT-MEMORY"));
+        assert_eq!(value(&second, "age").as_deref(), Some("30"));
+        assert_eq!(value(&second, "cache-control").as_deref(), Some("public, max-age=3600"));
+        assert_eq!(value(&second, "vary").as_deref(), Some("Accept"));
+        assert_eq!(value(&stale, "age"), None, "a stale answer has no Age");
+        assert_eq!(value(&stale, "cache-control").as_deref(), Some(STALE_CACHE_CONTROL));
+        for response in [&first, &second, &stale] {
+            assert_eq!(value(response, "content-type").as_deref(), Some("image/jpeg"));
+            assert_eq!(value(response, "content-length").as_deref(), Some("4"));
+            assert_eq!(value(response, "etag").as_deref(), Some(entry.etag_str()));
+            assert_eq!(value(response, "last-modified").as_deref(), Some("Thu, 01 Jan 1970 00:16:40 GMT"));
+            assert_eq!(value(response, "access-control-allow-origin").as_deref(), Some("*"));
+            // No placeholder survives into an answer.
+            assert!(response.headers().values().all(|value| value != "-"));
+        }
+        // A 304 from the same entry carries the validators but not the body's headers.
+        let revalidation = headers(header::IF_NONE_MATCH, entry.etag_str());
+        let not_modified = get(&served(&entry, CacheStatus::HitMemory, 1_030, false), &revalidation);
+        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(value(&not_modified, "content-type"), None);
+        assert_eq!(value(&not_modified, "etag").as_deref(), Some(entry.etag_str()));
+        assert_eq!(value(&not_modified, "x-cache").as_deref(), Some("HIT-MEMORY"));
     }
 
     #[test]

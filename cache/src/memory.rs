@@ -13,8 +13,10 @@ use crate::meta::Entry;
 
 /// Per-entry cost beyond the body and the metadata strings: the key, the `EntryMeta` and `Bytes` headers and
 /// moka's bookkeeping (its value entry, entry info, key hash, access and write deque nodes, the hash-table bucket
-/// and the frequency sketch), a few hundred bytes together, each allocation rounded up by the allocator.
-const ENTRY_OVERHEAD: u64 = 512;
+/// and the frequency sketch), a few hundred bytes together, each allocation rounded up by the allocator; plus what
+/// the server keeps with an entry it answered (`EntryMeta::answer_memo`: Mirage's fixed response headers, a map of
+/// a dozen shared values, about a kilobyte).
+const ENTRY_OVERHEAD: u64 = 512 + 1024;
 
 /// Byte-weighted in-memory cache; clones share the same storage.
 #[derive(Clone, Debug)]
@@ -294,6 +296,8 @@ mod tests {
 
     #[test]
     fn weight_counts_body_and_clamps() {
-        assert_eq!(weigh(&CacheKey::from_parts(&[]), &entry(1_000)), 1_000 + 9 + 512);
+        // The body, `image/png` twice (the field and the header value made from it), the Last-Modified made from
+        // `stored_at` (29 bytes) and the overhead.
+        assert_eq!(weigh(&CacheKey::from_parts(&[]), &entry(1_000)), 1_000 + 9 + 9 + 29 + 1536);
     }
 }

@@ -16,8 +16,9 @@
 //! The header check catches bit rot in the times and validators, which the body digest
 //! cannot see; the body digest catches torn or flipped bodies.
 
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -133,6 +134,36 @@ pub struct EntryMeta {
 struct AnswerHeaders {
     content_type: Bytes,
     last_modified: Bytes,
+    /// What the server made of the entry for its answers (see [`EntryMeta::answer_memo`]).
+    memo: AnswerMemo,
+}
+
+/// A value the server derives from an entry once and keeps with it, opaque to the cache (Mirage keeps the fixed
+/// headers of its answers here). Made again whenever the entry's metadata changes: a copy of the metadata starts
+/// empty, and every change inside this crate renews it.
+#[derive(Default)]
+struct AnswerMemo(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Clone for AnswerMemo {
+    /// Empty: the copy is about to be changed (a revalidation, a new source), which the memo may depend on.
+    fn clone(&self) -> AnswerMemo {
+        AnswerMemo::default()
+    }
+}
+
+impl PartialEq for AnswerMemo {
+    /// Derived from the other fields, so it never makes two entries' metadata differ.
+    fn eq(&self, _: &AnswerMemo) -> bool {
+        true
+    }
+}
+
+impl Eq for AnswerMemo {}
+
+impl fmt::Debug for AnswerMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() { "AnswerMemo(made)" } else { "AnswerMemo(empty)" })
+    }
 }
 
 impl AnswerHeaders {
@@ -143,7 +174,11 @@ impl AnswerHeaders {
             Some(upstream) => Bytes::copy_from_slice(upstream.as_bytes()),
             None => Bytes::from(httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(stored_at))),
         };
-        AnswerHeaders { content_type: Bytes::copy_from_slice(content_type.as_bytes()), last_modified }
+        AnswerHeaders {
+            content_type: Bytes::copy_from_slice(content_type.as_bytes()),
+            last_modified,
+            memo: AnswerMemo::default(),
+        }
     }
 }
 
@@ -188,8 +223,15 @@ impl EntryMeta {
         &self.answer_headers.last_modified
     }
 
-    /// Makes the answer's header values again from the fields they come from; every change to `content_type`,
-    /// `last_modified` or `stored_at` inside this crate ends with it.
+    /// The value `make` derives from this entry for answering it, made by the first caller and kept with the
+    /// entry until its metadata changes (the cache never looks inside). `None` only if a value of another type was
+    /// kept first (one process keeps one type).
+    pub fn answer_memo<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.answer_headers.memo.0.get_or_init(|| Box::new(make())).downcast_ref::<T>()
+    }
+
+    /// Makes the answer's header values again from the fields they come from, and empties the memo; every change
+    /// to the metadata inside this crate ends with it.
     fn renew_answer_headers(&mut self) {
         self.answer_headers = AnswerHeaders::of(&self.content_type, self.last_modified.as_deref(), self.stored_at);
     }
@@ -251,7 +293,9 @@ impl Entry {
     /// The same entry carrying these freshness inputs (replacing any it had).
     #[must_use]
     pub fn with_freshness(mut self, freshness: FreshnessInputs) -> Entry {
-        Arc::make_mut(&mut self.meta).freshness = freshness;
+        let meta = Arc::make_mut(&mut self.meta);
+        meta.freshness = freshness;
+        meta.renew_answer_headers();
         self
     }
 
@@ -261,6 +305,7 @@ impl Entry {
         let meta = Arc::make_mut(&mut self.meta);
         meta.source = Some(source);
         meta.source_tag = Bytes::from(source.tag());
+        meta.renew_answer_headers();
         self
     }
 
