@@ -71,13 +71,13 @@ fn classification() {
 #[test]
 fn front_matter_keeps_quotes_and_layout() {
     let text = format!(
-        "---\r\ntitle: 'A: b'\r\nheadimg: '{CORS}http://h/1.jpg'\r\ncover: \"{CORS}http://h/2.jpg\"\r\nthumbnail:   \
+        "---\r\ntitle: '手相牵: b'\r\nheadimg: '{CORS}http://h/1.jpg'\r\ncover: \"{CORS}http://h/2.jpg\"\r\nthumbnail:   \
          {CORS}http://h/3.jpg   # the card\r\nphotos:\r\n  - {CORS}http://h/4.jpg\r\nlink: https://h/page\r\n---\r\nbody\r\n"
     );
     let (out, outcome) = rewrite(&text, "md");
     assert_eq!(
         out,
-        "---\r\ntitle: 'A: b'\r\nheadimg: 'https://img.example.com/?http://h/1.jpg'\r\ncover: \
+        "---\r\ntitle: '手相牵: b'\r\nheadimg: 'https://img.example.com/?http://h/1.jpg'\r\ncover: \
          \"https://img.example.com/?http://h/2.jpg\"\r\nthumbnail:   https://img.example.com/?http://h/3.jpg   # the \
          card\r\nphotos:\r\n  - https://img.example.com/?http://h/4.jpg\r\nlink: https://h/page\r\n---\r\nbody\r\n"
     );

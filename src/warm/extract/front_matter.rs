@@ -99,7 +99,8 @@ pub(super) fn scan(yaml: &str, base: usize, sink: &mut Sink<'_>) {
 /// in a quoted scalar, a value folded over lines), which an editor must then leave alone.
 fn spot_of(yaml: &str, base: usize, value: &Value) -> Option<Spot> {
     let start = match value.index {
-        Some(index) => index,
+        // yaml-rust2 counts its marks in characters (its documentation says bytes).
+        Some(index) => yaml.char_indices().nth(index).map_or(yaml.len(), |(at, _)| at),
         None => {
             let line_start = yaml.split_inclusive('\n').take(value.line - 1).map(str::len).sum::<usize>();
             let line = yaml[line_start..].split('\n').next().unwrap_or_default();
@@ -126,7 +127,7 @@ struct Value {
     text: String,
     /// 1-based line within the YAML.
     line: usize,
-    /// Byte offset of the scalar (its opening quote, if quoted) within the YAML, when the parser gave it.
+    /// Character offset of the scalar (its opening quote, if quoted) within the YAML, when the parser gave it.
     index: Option<usize>,
     /// Under a key known to hold images.
     image_key: bool,
