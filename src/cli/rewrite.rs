@@ -77,7 +77,8 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
             let changed = outcome.rewritten_count() > 0;
             if args.dry_run {
                 let new_name = destination.as_ref().unwrap_or(&file);
-                let diff = unified_diff(&old, &outcome.text, &file.display().to_string(), &new_name.display().to_string());
+                let diff =
+                    unified_diff(&old, &outcome.text, &file.display().to_string(), &new_name.display().to_string());
                 // A closed stdout (`| head`) is not a failure of the rewrite; the summary still goes to stderr.
                 let _ = stdout.write_all(diff.as_bytes());
             } else if let Some(destination) = &destination {
@@ -89,9 +90,7 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
                     run.fail(format!("cannot write {}: {error}", destination.display()));
                     continue;
                 }
-            } else if changed
-                && let Err(error) = write_atomically(&file, &outcome.text, fs::metadata(&file).ok())
-            {
+            } else if changed && let Err(error) = write_atomically(&file, &outcome.text, fs::metadata(&file).ok()) {
                 run.fail(format!("cannot write {}: {error}", file.display()));
                 continue;
             }
