@@ -4,6 +4,7 @@
 //! new one, never half of each) and the summary.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
         let files = match extract::files_of(input, &args.extract.extensions) {
             Ok(files) => files,
             Err(error) => {
-                run.fail(format!("{error}"));
+                run.fail(&error.to_string());
                 continue;
             }
         };
@@ -64,13 +65,17 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
             if let Some(destination) = &destination
                 && !run.destinations.insert(destination.clone())
             {
-                run.fail(format!("{}: another input was already written to {}", file.display(), destination.display()));
+                run.fail(&format!(
+                    "{}: another input was already written to {}",
+                    file.display(),
+                    destination.display()
+                ));
                 continue;
             }
             let (old, outcome) = match rewrite_file(&rewriter, &file, &size_of) {
                 Ok(read) => read,
                 Err(error) => {
-                    run.fail(error);
+                    run.fail(&error);
                     continue;
                 }
             };
@@ -85,13 +90,15 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
                 let written = destination
                     .parent()
                     .map_or(Ok(()), fs::create_dir_all)
-                    .and_then(|()| write_atomically(destination, &outcome.text, fs::metadata(&file).ok()));
+                    .and_then(|()| write_atomically(destination, &outcome.text, fs::metadata(&file).ok().as_ref()));
                 if let Err(error) = written {
-                    run.fail(format!("cannot write {}: {error}", destination.display()));
+                    run.fail(&format!("cannot write {}: {error}", destination.display()));
                     continue;
                 }
-            } else if changed && let Err(error) = write_atomically(&file, &outcome.text, fs::metadata(&file).ok()) {
-                run.fail(format!("cannot write {}: {error}", file.display()));
+            } else if changed
+                && let Err(error) = write_atomically(&file, &outcome.text, fs::metadata(&file).ok().as_ref())
+            {
+                run.fail(&format!("cannot write {}: {error}", file.display()));
                 continue;
             }
             run.add(&outcome);
@@ -136,14 +143,14 @@ fn relative_to_input(input: &Path, file: &Path) -> PathBuf {
 
 /// Writes `text` to `path` through a temporary file beside it (fsync, then rename), so that a crash or a full
 /// disk leaves the old file or the new one, never a mix; the file keeps the permissions of `like`.
-fn write_atomically(path: &Path, text: &str, like: Option<fs::Metadata>) -> std::io::Result<()> {
+fn write_atomically(path: &Path, text: &str, like: Option<&fs::Metadata>) -> std::io::Result<()> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.mirage-rewrite-{}", std::process::id()));
     let written = (|| {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(text.as_bytes())?;
-        if let Some(like) = &like {
+        if let Some(like) = like {
             file.set_permissions(like.permissions())?;
         }
         file.sync_all()?;
@@ -181,7 +188,7 @@ impl Run {
     }
 
     /// Reports a file that could not be rewritten, at once (the summary counts it).
-    fn fail(&mut self, message: String) {
+    fn fail(&mut self, message: &str) {
         eprintln!("mirage rewrite: {message}");
         self.failed += 1;
     }
@@ -197,7 +204,7 @@ impl Run {
             self.failed
         );
         for (source, count) in &self.rewritten {
-            out.push_str(&format!("  from {source}: {count}\n"));
+            let _ = writeln!(out, "  from {source}: {count}");
         }
         if !self.left.is_empty() {
             let left: Vec<String> = self
@@ -208,7 +215,7 @@ impl Run {
                     _ => format!("{count} {reason}"),
                 })
                 .collect();
-            out.push_str(&format!("  left alone: {}\n", left.join(", ")));
+            let _ = writeln!(out, "  left alone: {}", left.join(", "));
         }
         out
     }
