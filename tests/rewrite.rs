@@ -217,7 +217,7 @@ fn dry_run_prints_a_diff_that_patch_applies_and_writes_nothing() {
     assert_eq!(diff, expected);
     assert_eq!(
         stderr(&output),
-        "mirage rewrite (dry run, nothing written): 1 files, 1 changed, 5 URLs rewritten, 0 failed\n  from \
+        "mirage rewrite (dry run, nothing written): 1 file, 1 changed, 5 URLs rewritten, 0 failed\n  from \
          cors.zfour.workers.dev/?: 3\n  from old-proxy.example.net/fetch?url=: 2\n  left alone: 2 hotlink \
          (--hotlinks rewrites them), 1 relative\n"
     );

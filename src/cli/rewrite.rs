@@ -197,9 +197,10 @@ impl Run {
     fn summary(&self, dry_run: bool, hotlinks: bool) -> String {
         let rewritten: usize = self.rewritten.values().sum();
         let mut out = format!(
-            "mirage rewrite{}: {} files, {} changed, {rewritten} URLs rewritten, {} failed\n",
+            "mirage rewrite{}: {} {}, {} changed, {rewritten} URLs rewritten, {} failed\n",
             if dry_run { " (dry run, nothing written)" } else { "" },
             self.files,
+            if self.files == 1 { "file" } else { "files" },
             self.changed,
             self.failed
         );

@@ -241,7 +241,8 @@ pub struct WarmArgs {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "rewrite",
-    group = clap::ArgGroup::new("mode").required(true).multiple(true).args(["in_place", "out", "dry_run"])
+    group = clap::ArgGroup::new("mode").required(true).multiple(true).args(["in_place", "out", "dry_run"]),
+    mut_arg("inputs", |inputs| inputs.help("Files and directories (recursed)"))
 )]
 pub struct RewriteArgs {
     /// Inputs and prefixes (standard input is not an article that can be rewritten).
