@@ -11,6 +11,9 @@
 //! (`/图片/a.jpg` → `/%E5%9B%BE%E7%89%87/a.jpg`), hosts lowercased (IDNA), default ports and fragments removed.
 //! Two spellings of one URL are one URL. Protocol-relative `//host/a.jpg` is dropped (`protocol-relative`):
 //! an article file does not know the scheme of the page that will show it.
+//!
+//! The same scanners also say where each URL is written ([`spots`]: byte ranges, quoting, the attributes of its
+//! tag), which is how `mirage rewrite` edits articles without an extractor of its own.
 
 mod candidate;
 mod front_matter;
