@@ -397,3 +397,32 @@ async fn width_and_height_come_from_originals_that_warm_cached() {
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert!(!fs::read_to_string(&plain).expect("read").contains("width=\"500\""));
 }
+
+#[test]
+fn hotlinks_move_only_when_asked_and_svg_never() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("blog");
+    copy_inputs(&dir);
+    let out = home.path().join("out");
+    let file = dir.join("posts/2022/markdown.md");
+
+    let output =
+        rewrite(&["--hotlinks", "--out", path(&out), path(&file), path(&dir.join("posts/entities.html"))], home.path());
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "mirage rewrite: 2 files, 2 changed, 17 URLs rewritten, 0 failed\n  from cors.zfour.workers.dev/?: 12\n  from \
+         hotlink: 3\n  from old-proxy.example.net/fetch?url=: 2\n  left alone: 1 already Mirage, 1 data:, 2 relative, \
+         1 svg\n"
+    );
+    // File inputs keep their names below --out.
+    let markdown = fs::read_to_string(out.join("markdown.md")).expect("written under its name");
+    assert!(markdown.contains(&format!("  - {BASE}/?https://pics.example.org/p2.jpg\n")), "{markdown}");
+    assert!(markdown.contains(&format!("![hotlink]({BASE}/?https://cdn.example.net/m3.jpg)")), "{markdown}");
+    let html = fs::read_to_string(out.join("entities.html")).expect("written under its name");
+    assert!(html.contains(&format!("<img src=\"{BASE}/width=1280,format=auto/?https://cdn.example.net/hotlink.jpg\"")));
+    assert!(html.contains(&format!("<img src=\"{CORS}https://shields.example/badge.svg\" alt=\"SVG: stays\">")));
+    // Without --hotlinks, the same files keep their hotlinks (the golden files show it), and the links that are
+    // not images stay in both runs.
+    assert!(markdown.contains(&format!("[link to a picture]({CORS}https://pics.example.org/link.jpg)")));
+}
