@@ -256,7 +256,7 @@ pub struct RewriteArgs {
 
     /// The widths of the `srcset` given to each `<img>` (comma-separated); `src` takes the largest.
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [320, 640, 1280],
-          value_parser = clap::value_parser!(u32).range(1..=8192))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::request::MAX_DIMENSION)))]
     pub widths: Vec<u32>,
 
     /// Rewrite the files where they are (each through a temporary file and a rename).

@@ -15,11 +15,8 @@ use std::ops::Range;
 
 pub use diff::unified_diff;
 
-use crate::request::{Target, target_of_any_spelling};
+use crate::request::{MAX_DIMENSION, Target, target_of_any_spelling};
 use crate::warm::extract::{self, Normaliser, Spot};
-
-/// Largest width Mirage's transform takes (`width` is 1..=8192).
-const MAX_WIDTH: u32 = 8192;
 
 /// The Mirage URL prefix the rewritten URLs start with: an absolute http(s) URL without a trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +63,7 @@ impl Base {
 pub struct RewriteOptions {
     /// Where Mirage answers.
     pub base: Base,
-    /// The widths of an `<img>`'s srcset, ascending, distinct, each 1..=8192, at least one.
+    /// The widths of an `<img>`'s srcset, ascending, distinct, each 1..=`MAX_DIMENSION`, at least one.
     pub widths: Vec<u32>,
     /// Also point direct hotlinks (absolute http(s) images on any other host) at Mirage.
     pub hotlinks: bool,
@@ -76,8 +73,9 @@ pub struct RewriteOptions {
 
 /// Checks `--widths`: at least one, each 1..=8192; returned ascending without duplicates.
 pub fn parse_widths(widths: &[u32]) -> Result<Vec<u32>, String> {
-    if let Some(bad) = widths.iter().find(|width| !(1..=MAX_WIDTH).contains(*width)) {
-        return Err(format!("--widths: {bad} is not in 1..={MAX_WIDTH}"));
+    // The transform's own range for `width`, so every srcset candidate is a URL the server accepts.
+    if let Some(bad) = widths.iter().find(|width| !(1..=MAX_DIMENSION).contains(*width)) {
+        return Err(format!("--widths: {bad} is not in 1..={MAX_DIMENSION}"));
     }
     let mut widths = widths.to_vec();
     widths.sort_unstable();
