@@ -19,6 +19,7 @@ pub mod pipeline;
 mod pipeline_tests;
 pub mod request;
 pub mod respond;
+pub mod rewrite;
 pub mod server;
 pub mod signing;
 pub mod sniff;

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         }
         Command::Sign(args) => return cli::sign::run(&args),
         Command::Cache(args) => return cli::cache::run(&args),
+        Command::Rewrite(args) => return cli::rewrite::run(&args),
         Command::Purge(args) => {
             let code = runtime.block_on(cli::purge::run(args));
             runtime.shutdown_background();

@@ -97,6 +97,20 @@ pub fn read_header(file: &EntryFile) -> io::Result<Header> {
     })
 }
 
+/// Reads the entry for `key` under `root` whole and checks it as a server read does, changing nothing: no
+/// index, no mtime touched, a corrupt file left for `verify` or the server to deal with. `Ok(None)` when there is
+/// no such file or it is corrupt.
+pub fn read_entry(root: &Path, key: &CacheKey) -> io::Result<Option<Entry>> {
+    let mut handle = match File::open(root.join(key.shard_path())) {
+        Ok(handle) => handle,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut buf = Vec::new();
+    (&mut handle).take(MAX_FILE_LEN + 1).read_to_end(&mut buf)?;
+    Ok(decode(key, Bytes::from(buf)).ok())
+}
+
 /// An unexpected end of file is a corrupt (truncated) entry; any other error is an I/O failure.
 fn short_or(error: io::Error, reason: &'static str) -> io::Result<Header> {
     if error.kind() == io::ErrorKind::UnexpectedEof { Ok(Header::Corrupt(CorruptEntry { reason })) } else { Err(error) }
@@ -203,6 +217,23 @@ mod tests {
         let deleted = verdicts.iter().filter(|v| matches!(v, Verified::Deleted(_))).count();
         assert_eq!(deleted, 2);
         assert!(path(&good).exists() && !path(&flipped).exists() && !path(&cut).exists());
+    }
+
+    #[test]
+    fn read_entry_reads_without_changing_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = DiskTier::open(dir.path(), 1 << 30).expect("open");
+        let key = store(&tier, b"k", b"body");
+        let path = dir.path().join(key.shard_path());
+        let entry = read_entry(dir.path(), &key).expect("read").expect("present");
+        assert_eq!(entry.body().as_ref(), b"body");
+        assert!(read_entry(dir.path(), &CacheKey::from_parts(&[b"absent"])).expect("read").is_none());
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, bytes).expect("flip");
+        assert!(read_entry(dir.path(), &key).expect("read").is_none());
+        assert!(path.exists(), "a corrupt entry is left for verify");
     }
 
     #[test]

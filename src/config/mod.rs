@@ -49,6 +49,9 @@ pub enum Command {
     /// Remove images (each original and every variant of it) from a running server's cache (`--server`) or from
     /// a cache directory (`--cache-dir`).
     Purge(PurgeArgs),
+    /// Point the images of articles at Mirage: proxied URLs (and, with --hotlinks, direct ones) become
+    /// `{base}/?{url}`, and `<img>` gets srcset, lazy loading and its size; nothing else in a file changes.
+    Rewrite(RewriteArgs),
 }
 
 /// The flags of `mirage cache`.
@@ -232,6 +235,51 @@ pub struct WarmArgs {
     /// Cache, fetch and transform settings for warming the disk cache directly (as `serve` takes them).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// The flags of `mirage rewrite`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rewrite",
+    group = clap::ArgGroup::new("mode").required(true).multiple(true).args(["in_place", "out", "dry_run"]),
+    mut_arg("inputs", |inputs| inputs.help("Files and directories (recursed)"))
+)]
+pub struct RewriteArgs {
+    /// Inputs and prefixes (standard input is not an article that can be rewritten).
+    #[command(flatten)]
+    pub extract: ExtractArgs,
+
+    /// Where Mirage answers, e.g. https://img.example.com: rewritten URLs are `{base}/?{url}` and
+    /// `{base}/width=N,format=auto/?{url}`, and URLs already starting with `{base}/` are left alone.
+    #[arg(long, value_name = "URL", value_parser = crate::rewrite::Base::parse)]
+    pub base: crate::rewrite::Base,
+
+    /// The widths of the `srcset` given to each `<img>` (comma-separated); `src` takes the largest.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [320, 640, 1280],
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::request::MAX_DIMENSION)))]
+    pub widths: Vec<u32>,
+
+    /// Rewrite the files where they are (each through a temporary file and a rename).
+    #[arg(long, conflicts_with = "out")]
+    pub in_place: bool,
+
+    /// Write every file read, rewritten or not, under this directory (a directory input's files keep their
+    /// paths below it; a file input keeps its name).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Print a unified diff per file and the summary; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also point direct hotlinks (absolute http(s) images on any host but the base's) at Mirage.
+    #[arg(long)]
+    pub hotlinks: bool,
+
+    /// The disk cache `mirage warm` filled: `<img>` gets `width` and `height` from the originals found there
+    /// [default: the one `serve` uses, when it exists].
+    #[command(flatten)]
+    pub cache: CacheDirArgs,
 }
 
 fn parse_variant(text: &str) -> Result<TransformOptions, String> {

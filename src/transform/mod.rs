@@ -134,6 +134,14 @@ pub fn probe(source: &[u8]) -> Result<SourceInfo, TransformError> {
     probe::read_header(source).map(|header| header.info)
 }
 
+/// The size `source` is shown at: its stored size, with width and height swapped when its EXIF orientation turns
+/// it a quarter (as browsers and `transform` apply it). `None` when the header cannot be read.
+pub fn displayed_size(source: &[u8]) -> Option<(u32, u32)> {
+    let header = probe::read_header(source).ok()?;
+    let (width, height) = (header.info.width, header.info.height);
+    Some(if orient::swaps_axes(header.orientation) { (height, width) } else { (width, height) })
+}
+
 /// Transforms `source` as `options` ask, encoding to `output` (already negotiated: see `choose_output`).
 pub fn transform(
     source: &[u8],

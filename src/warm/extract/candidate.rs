@@ -33,14 +33,14 @@ pub(super) enum Candidate {
 
 /// Strips proxy prefixes and validates candidates.
 #[derive(Debug, Clone)]
-pub(super) struct Normaliser {
+pub(crate) struct Normaliser {
     /// Every spelling of every prefix, longest first so the most specific one wins.
     prefixes: Vec<String>,
 }
 
 impl Normaliser {
     /// The built-in prefixes plus `extra`, each also in its `http://`, `https://` and protocol-relative forms.
-    pub(super) fn new(extra: &[String]) -> Normaliser {
+    pub(crate) fn new(extra: &[String]) -> Normaliser {
         let mut prefixes = Vec::new();
         for prefix in BUILT_IN_PREFIXES.iter().copied().chain(extra.iter().map(String::as_str)) {
             let prefix = prefix.trim();
@@ -60,9 +60,34 @@ impl Normaliser {
         Normaliser { prefixes }
     }
 
-    /// The text after a known proxy prefix, if `text` starts with one (compared ignoring ASCII case).
+    /// The text after a known proxy prefix, if `text` starts with one (compared ignoring ASCII case). A prefix
+    /// `{root}/?` in Mirage's form also matches its transform form `{root}/{options}/?` (one segment of
+    /// `key=value` options, as `mirage rewrite` writes `<img src>` and `srcset`), since both name one image.
     pub(super) fn strip_prefix<'t>(&self, text: &'t str) -> Option<&'t str> {
-        self.prefixes.iter().find_map(|prefix| strip_ignore_case(text, prefix))
+        self.prefixes.iter().find_map(|prefix| {
+            strip_ignore_case(text, prefix).or_else(|| {
+                let root = prefix.strip_suffix('?')?.strip_suffix('/')?;
+                let (segment, rest) = strip_ignore_case(text, root)?.strip_prefix('/')?.split_once("/?")?;
+                let is_options = segment.contains('=') && !segment.contains(['/', '?', '#']);
+                is_options.then_some(rest)
+            })
+        })
+    }
+
+    /// The text after every known proxy prefix at the start of `text` (nested ones too, as [`Self::normalise`]
+    /// peels them) and the first prefix as it is spelled in the text, or `None` when `text` has no prefix.
+    pub(crate) fn peel<'t>(&self, text: &'t str) -> Option<(&'t str, &'t str)> {
+        let text = text.trim_matches(is_html_whitespace);
+        let first = self.strip_prefix(text)?;
+        let prefix = &text[..text.len() - first.len()];
+        let mut rest = first.trim_start_matches(is_html_whitespace);
+        for _ in 1..MAX_PREFIXES {
+            match self.strip_prefix(rest) {
+                Some(inner) => rest = inner.trim_start_matches(is_html_whitespace),
+                None => break,
+            }
+        }
+        Some((rest, prefix))
     }
 
     /// Turns one raw candidate (entities already decoded) into an upstream URL or a reason to drop it.
@@ -178,6 +203,19 @@ mod tests {
             url("https://h/a.png", true)
         );
         assert_eq!(n.normalise("http://img.example.org/?https://h/a.png"), url("https://h/a.png", true));
+    }
+
+    #[test]
+    fn mirage_prefix_matches_its_transform_form() {
+        let n = Normaliser::new(&["https://img.example.org/?".into()]);
+        let want = url("http://h/a.jpg", true);
+        assert_eq!(n.normalise("https://img.example.org/width=640,format=auto/?http://h/a.jpg"), want);
+        assert_eq!(n.normalise("https://img.example.org/?http://h/a.jpg"), want);
+        // A path that is not one options segment is the host's own image, not a proxied one.
+        assert_eq!(
+            n.normalise("https://img.example.org/a/b=1/?http://h/a.jpg"),
+            url("https://img.example.org/a/b=1/?http://h/a.jpg", false)
+        );
     }
 
     #[test]

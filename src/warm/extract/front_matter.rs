@@ -16,6 +16,7 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::Sink;
 use super::candidate::{Normaliser, looks_like_image};
+use super::spot::Spot;
 
 /// Keys whose values are images (compared lowercase, with `-` read as `_`).
 const IMAGE_KEYS: [&str; 32] = [
@@ -84,8 +85,40 @@ pub(super) fn scan(yaml: &str, base: usize, sink: &mut Sink<'_>) {
     for value in values {
         if wanted(&value, sink.normaliser()) {
             sink.offer(&value.text, first_line + value.line - 1);
+            if sink.wants_spots()
+                && let Some(spot) = spot_of(yaml, base, &value)
+            {
+                sink.spot(spot);
+            }
         }
     }
+}
+
+/// Where `value` is written: at its scalar's start (the parser's mark, at the opening quote if any) or, for the
+/// line-by-line fallback, after the key on its line. `None` when the text there is not the value itself (escapes
+/// in a quoted scalar, a value folded over lines), which an editor must then leave alone.
+fn spot_of(yaml: &str, base: usize, value: &Value) -> Option<Spot> {
+    let start = match value.index {
+        // yaml-rust2 counts its marks in characters (its documentation says bytes).
+        Some(index) => yaml.char_indices().nth(index).map_or(yaml.len(), |(at, _)| at),
+        None => {
+            let line_start = yaml.split_inclusive('\n').take(value.line - 1).map(str::len).sum::<usize>();
+            let line = yaml[line_start..].split('\n').next().unwrap_or_default();
+            let after_key = line.find(": ").map_or(0, |colon| colon + 1);
+            let item = line.trim_start().strip_prefix("- ").map(|_| line.len() - line.trim_start().len() + 1);
+            let from = line_start + item.unwrap_or(after_key);
+            from + yaml[from..].len() - yaml[from..].trim_start_matches([' ', '\t']).len()
+        }
+    };
+    let quote = yaml[start..].chars().next().filter(|c| matches!(c, '\'' | '"'));
+    let text_start = start + quote.map_or(0, char::len_utf8);
+    let written = yaml.get(text_start..text_start + value.text.len())?;
+    let closed = quote.is_none_or(|quote| yaml[text_start + value.text.len()..].starts_with(quote));
+    (written == value.text && closed).then(|| Spot::FrontMatter {
+        range: base + text_start..base + text_start + value.text.len(),
+        value: value.text.clone(),
+        quote,
+    })
 }
 
 /// A string value of the front matter.
@@ -94,6 +127,8 @@ struct Value {
     text: String,
     /// 1-based line within the YAML.
     line: usize,
+    /// Character offset of the scalar (its opening quote, if quoted) within the YAML, when the parser gave it.
+    index: Option<usize>,
     /// Under a key known to hold images.
     image_key: bool,
     /// Written without quotes (so `false` is a boolean, not a path).
@@ -176,7 +211,13 @@ impl MarkedEventReceiver for Walker {
                     return;
                 }
                 let image_key = self.image_context();
-                self.values.push(Value { text, line: mark.line(), image_key, plain: style == TScalarStyle::Plain });
+                self.values.push(Value {
+                    text,
+                    line: mark.line(),
+                    index: Some(mark.index()),
+                    image_key,
+                    plain: style == TScalarStyle::Plain,
+                });
                 self.value_done();
             }
             Event::Alias(_) => self.value_done(),
@@ -213,6 +254,7 @@ fn by_lines(yaml: &str) -> Vec<Value> {
         values.push(Value {
             text: unquoted.unwrap_or(value).to_owned(),
             line: index + 1,
+            index: None,
             image_key,
             plain: unquoted.is_none(),
         });

@@ -6,6 +6,7 @@ use html5gum::{DefaultEmitter, Span, Token, Tokenizer};
 
 use super::Sink;
 use super::candidate::is_html_whitespace;
+use super::spot::{HtmlTag, HtmlValue, Spot};
 
 /// `<img>` attributes holding one URL (lazy-loading plugins keep the real one in `data-*`).
 const IMG_SINGLE: [&str; 4] = ["src", "data-src", "data-original", "data-lazy-src"];
@@ -39,6 +40,7 @@ pub(super) fn scan(fragment: &str, base: usize, sink: &mut Sink<'_>) {
         // Document order, so the first candidate seen is the first written.
         attributes.sort_by_key(|(_, _, span)| span.start);
         let attribute = |wanted: &str| attributes.iter().find(|(name, _, _)| name == wanted);
+        let mut spot_values = Vec::new();
         for (name, value, span) in &attributes {
             let shape = match (tag_name.as_ref(), name.as_str()) {
                 ("img", name) if IMG_SINGLE.contains(&name) => Shape::Single,
@@ -57,6 +59,13 @@ pub(super) fn scan(fragment: &str, base: usize, sink: &mut Sink<'_>) {
                 _ => continue,
             };
             let value_line = sink.line_at(base + value_start(fragment, *span, name.len()));
+            if sink.wants_spots()
+                && let Some((range, quote)) = written_value(fragment, *span, name.len())
+            {
+                let srcset = matches!(shape, Shape::Srcset);
+                let range = base + range.start..base + range.end;
+                spot_values.push(HtmlValue { attribute: name.clone(), value: value.clone(), range, quote, srcset });
+            }
             match shape {
                 Shape::Single => sink.offer(value, value_line),
                 Shape::Srcset => {
@@ -67,6 +76,59 @@ pub(super) fn scan(fragment: &str, base: usize, sink: &mut Sink<'_>) {
                 }
             }
         }
+        if !spot_values.is_empty() {
+            let written: Vec<_> = attributes
+                .iter()
+                .map(|(name, _, span)| (written_value(fragment, *span, name.len()), span, name))
+                .collect();
+            let insert_at = written
+                .iter()
+                .map(|(value, span, name)| match value {
+                    Some((range, quote)) => range.end + quote.map_or(0, char::len_utf8),
+                    None => span.start + name.len(),
+                })
+                .max()
+                .unwrap_or(tag.span.start + 1 + tag.name.len());
+            let quote = written.iter().find_map(|(value, _, _)| value.as_ref().and_then(|(_, quote)| *quote));
+            sink.spot(Spot::Tag(HtmlTag {
+                name: tag_name.into_owned(),
+                attribute_names: attributes.iter().map(|(name, _, _)| name.clone()).collect(),
+                values: spot_values,
+                insert_at: base + insert_at,
+                quote: quote.unwrap_or('"'),
+            }));
+        }
+    }
+}
+
+/// The value of the attribute spanning `span` as written (inside its quotes) and its quote, or `None` when the
+/// attribute has no value (`<img ismap>`).
+fn written_value(fragment: &str, span: Span<usize>, name_len: usize) -> Option<(std::ops::Range<usize>, Option<char>)> {
+    let bytes = fragment.as_bytes();
+    let skip_space = |mut at: usize| {
+        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    let at = skip_space(span.start + name_len);
+    if bytes.get(at) != Some(&b'=') {
+        return None;
+    }
+    let at = skip_space(at + 1);
+    match bytes.get(at) {
+        Some(&quote @ (b'"' | b'\'')) => {
+            let start = at + 1;
+            let end = fragment[start..].find(char::from(quote)).map_or(fragment.len(), |close| start + close);
+            Some((start..end, Some(char::from(quote))))
+        }
+        Some(_) => {
+            let end = fragment[at..]
+                .find(|c: char| c == '>' || c.is_ascii_whitespace())
+                .map_or(fragment.len(), |stop| at + stop);
+            Some((at..end, None))
+        }
+        None => None,
     }
 }
 
@@ -93,7 +155,7 @@ fn value_start(fragment: &str, span: Span<usize>, name_len: usize) -> usize {
 /// The URLs of a srcset, with their byte offsets in it, following the HTML standard's "parse a srcset attribute":
 /// a URL is a run of non-whitespace (so it may contain commas), trailing commas end a candidate, and descriptors
 /// (`2x`, `300w`, even `(...)` with commas inside) run up to the next comma outside parentheses.
-pub(super) fn srcset_urls(srcset: &str) -> Vec<(usize, &str)> {
+pub(crate) fn srcset_urls(srcset: &str) -> Vec<(usize, &str)> {
     let bytes = srcset.as_bytes();
     let is_space = |b: u8| is_html_whitespace(char::from(b));
     let mut urls = Vec::new();

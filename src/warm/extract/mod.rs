@@ -11,17 +11,24 @@
 //! (`/图片/a.jpg` → `/%E5%9B%BE%E7%89%87/a.jpg`), hosts lowercased (IDNA), default ports and fragments removed.
 //! Two spellings of one URL are one URL. Protocol-relative `//host/a.jpg` is dropped (`protocol-relative`):
 //! an article file does not know the scheme of the page that will show it.
+//!
+//! The same scanners also say where each URL is written ([`spots`]: byte ranges, quoting, the attributes of its
+//! tag), which is how `mirage rewrite` edits articles without an extractor of its own.
 
 mod candidate;
 mod front_matter;
 mod html;
 mod markdown;
+mod spot;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candidate::{Candidate, Normaliser, is_html_whitespace, starts_with_scheme};
+pub(crate) use candidate::Normaliser;
+use candidate::{Candidate, is_html_whitespace, starts_with_scheme};
+pub(crate) use html::srcset_urls;
+pub use spot::{HtmlTag, HtmlValue, Spot};
 
 /// Extensions read when recursing directories if none are given.
 const DEFAULT_EXTENSIONS: [&str; 5] = ["md", "markdown", "html", "htm", "txt"];
@@ -92,15 +99,7 @@ pub enum ExtractError {
 /// be read. Files that are not UTF-8 are read lossily (URLs are ASCII or percent-encoded in practice).
 pub fn extract(inputs: &[PathBuf], options: &ExtractOptions) -> Result<Extraction, ExtractError> {
     let normaliser = Normaliser::new(&options.proxy_prefixes);
-    let extensions: Vec<String> = if options.extensions.is_empty() {
-        DEFAULT_EXTENSIONS.iter().map(|extension| (*extension).to_owned()).collect()
-    } else {
-        options
-            .extensions
-            .iter()
-            .map(|extension| extension.trim().trim_start_matches('.').to_ascii_lowercase())
-            .collect()
-    };
+    let extensions = wanted_extensions(&options.extensions);
     let mut collected = Collected::default();
     for input in inputs {
         if input.as_os_str() == "-" {
@@ -109,16 +108,7 @@ pub fn extract(inputs: &[PathBuf], options: &ExtractOptions) -> Result<Extractio
             scan_text(&String::from_utf8_lossy(&bytes), "-", None, &normaliser, &mut collected);
             continue;
         }
-        let metadata = std::fs::metadata(input).map_err(|source| read_error(input, source))?;
-        let files = if metadata.is_dir() {
-            let mut files = Vec::new();
-            walk(input, &extensions, &mut files)?;
-            files.sort();
-            files
-        } else {
-            vec![input.clone()]
-        };
-        for file in files {
+        for file in files_of(input, &extensions)? {
             let bytes = std::fs::read(&file).map_err(|source| read_error(&file, source))?;
             let extension = file.extension().and_then(|extension| extension.to_str()).map(str::to_ascii_lowercase);
             let name = file.display().to_string();
@@ -126,6 +116,41 @@ pub fn extract(inputs: &[PathBuf], options: &ExtractOptions) -> Result<Extractio
         }
     }
     Ok(collected.extraction)
+}
+
+/// The files an input names: itself, or for a directory the files under it with one of `extensions` (any case,
+/// without the dot; empty means the default ones), in sorted path order, as [`extract`] reads them.
+pub fn files_of(input: &Path, extensions: &[String]) -> Result<Vec<PathBuf>, ExtractError> {
+    let metadata = std::fs::metadata(input).map_err(|source| read_error(input, source))?;
+    if !metadata.is_dir() {
+        return Ok(vec![input.to_owned()]);
+    }
+    let extensions = wanted_extensions(extensions);
+    let mut files = Vec::new();
+    walk(input, &extensions, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// Every place in one file's `text` that holds an image URL, with its byte range, found by the same scanners
+/// and the same rules as [`extract`] (`extension` lowercase, without the dot; `proxy_prefixes` as in
+/// [`ExtractOptions`]). Plain lists of URLs are not articles and yield nothing; neither do values written with
+/// escapes that would make the text at the range differ from the value.
+pub fn spots(text: &str, extension: Option<&str>, proxy_prefixes: &[String]) -> Vec<Spot> {
+    let normaliser = Normaliser::new(proxy_prefixes);
+    let mut collected = Collected::default();
+    let mut spots = Vec::new();
+    scan_file(text, "-", extension, &normaliser, &mut collected, Some(&mut spots));
+    let bom = if text.starts_with('\u{feff}') { '\u{feff}'.len_utf8() } else { 0 };
+    spots.into_iter().map(|spot| spot.shifted(bom)).collect()
+}
+
+fn wanted_extensions(extensions: &[String]) -> Vec<String> {
+    if extensions.is_empty() {
+        DEFAULT_EXTENSIONS.iter().map(|extension| (*extension).to_owned()).collect()
+    } else {
+        extensions.iter().map(|extension| extension.trim().trim_start_matches('.').to_ascii_lowercase()).collect()
+    }
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> ExtractError {
@@ -167,9 +192,22 @@ struct Collected {
 
 /// Reads one file's text (any kind) into `collected`.
 fn scan_text(text: &str, file: &str, extension: Option<&str>, normaliser: &Normaliser, collected: &mut Collected) {
+    scan_file(text, file, extension, normaliser, collected, None);
+}
+
+/// Reads one file's text into `collected`, and into `spots` the place of every URL when asked (offsets in the
+/// text after a byte-order mark).
+fn scan_file(
+    text: &str,
+    file: &str,
+    extension: Option<&str>,
+    normaliser: &Normaliser,
+    collected: &mut Collected,
+    spots: Option<&mut Vec<Spot>>,
+) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
-    let mut sink = Sink { file, lines: &lines, normaliser, collected };
+    let mut sink = Sink { file, lines: &lines, normaliser, collected, spots };
     let html_extension = matches!(extension, Some("html" | "htm"));
     if let Some((yaml, body)) = front_matter::split(text) {
         front_matter::scan(&text[yaml.clone()], yaml.start, &mut sink);
@@ -238,6 +276,8 @@ struct Sink<'a> {
     lines: &'a LineIndex,
     normaliser: &'a Normaliser,
     collected: &'a mut Collected,
+    /// Where URLs are written, collected only for [`spots`].
+    spots: Option<&'a mut Vec<Spot>>,
 }
 
 impl Sink<'_> {
@@ -248,6 +288,18 @@ impl Sink<'_> {
 
     fn normaliser(&self) -> &Normaliser {
         self.normaliser
+    }
+
+    /// Whether the scanners should say where URLs are written (building a spot costs allocations).
+    fn wants_spots(&self) -> bool {
+        self.spots.is_some()
+    }
+
+    /// Records where a URL is written.
+    fn spot(&mut self, spot: Spot) {
+        if let Some(spots) = self.spots.as_mut() {
+            spots.push(spot);
+        }
     }
 
     /// Normalises one raw candidate found at `line`: records it if new, counts it if dropped.
