@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorCode};
 use crate::fallback;
 use crate::metrics::RouteKind;
 use crate::pipeline::{CacheStatus, Pipeline};
-use crate::request::{DialectRequest, ImageRequest, Route, parse_route_in};
+use crate::request::{Dialect, DialectRequest, ImageRequest, Route, parse_route_in};
 use crate::respond::{self, Body};
 
 /// What the access log needs to know about an answer, beyond its status.
@@ -21,14 +21,17 @@ pub struct Outcome {
     pub error_code: Option<ErrorCode>,
     /// What kind of request it was, for metrics.
     pub route: RouteKind,
+    /// The URL dialect it was written in, when not Mirage's own (the access log leaves its signature out).
+    pub dialect: Option<Dialect>,
 }
 
 /// Answers one request. Never fails: every error becomes a response here.
 pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<Body>, Outcome) {
     let head_only = request.method() == Method::HEAD;
     let mut kind = RouteKind::Other;
-    match route(pipeline, request, &mut kind).await {
-        Ok((response, outcome)) => (response, Outcome { route: kind, ..outcome }),
+    let mut dialect = None;
+    match route(pipeline, request, &mut kind, &mut dialect).await {
+        Ok((response, outcome)) => (response, Outcome { route: kind, dialect, ..outcome }),
         Err(error) => {
             let public = error.public();
             // Only our own failures are errors here. Upstream's (502/504, and 503 overload) are logged where
@@ -39,7 +42,7 @@ pub async fn handle<B>(pipeline: &Pipeline, request: &Request<B>) -> (Response<B
             } else {
                 tracing::debug!(code = public.code.as_str(), %error, "request refused");
             }
-            let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: kind };
+            let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: kind, dialect };
             (respond::error(&public, head_only), outcome)
         }
     }
@@ -50,15 +53,17 @@ pub fn refuse<B>(request: &Request<B>, error: &Error) -> (Response<Body>, Outcom
     let public = error.public();
     tracing::debug!(code = public.code.as_str(), %error, "request refused");
     let head_only = request.method() == Method::HEAD;
-    let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: RouteKind::Other };
+    let outcome = Outcome { cache_status: None, error_code: Some(public.code), route: RouteKind::Other, dialect: None };
     (respond::error(&public, head_only), outcome)
 }
 
-/// Routes and answers; sets `kind` as soon as the route is known, so that errors are counted under it too.
+/// Routes and answers; sets `kind` (and `dialect`) as soon as the route is known, so that errors are counted and
+/// logged under it too.
 async fn route<B>(
     pipeline: &Pipeline,
     request: &Request<B>,
     kind: &mut RouteKind,
+    dialect_seen: &mut Option<Dialect>,
 ) -> Result<(Response<Body>, Outcome), Error> {
     let method = request.method();
     let head_only = method == Method::HEAD;
@@ -95,6 +100,7 @@ async fn route<B>(
         }
         Ok(Route::Dialect(dialect)) => {
             *kind = if dialect.request.variant.is_none() { RouteKind::Mirror } else { RouteKind::Transform };
+            *dialect_seen = Some(dialect.dialect);
             // Each dialect's signature with its own key only; before the cache, as for native signatures.
             pipeline.signing().check_dialect(&pipeline.dialects().keys, &dialect.signature)?;
             return dialect_answer(pipeline, request, &dialect, head_only).await;

@@ -163,7 +163,7 @@ impl Parameters {
             let decode = |text: &str| {
                 percent_decode_str(text)
                     .decode_utf8()
-                    .map(|text| text.into_owned())
+                    .map(std::borrow::Cow::into_owned)
                     .map_err(|_| DialectError::new(WESERV, key, "not UTF-8 after percent-decoding"))
             };
             let (key, value) = (decode(key)?, decode(value)?);

@@ -26,7 +26,7 @@ use percent_encoding::percent_decode_str;
 use crate::config::LogFormat;
 use crate::error::ErrorCode;
 use crate::handler::Outcome;
-use crate::request::{SIGNATURE_KEY, Target};
+use crate::request::{Dialect, SIGNATURE_KEY, Target};
 
 /// Writes the access-log line of one answered request.
 pub(super) fn record(
@@ -57,9 +57,19 @@ pub(super) fn record(
             }
         },
     };
+    // imgproxy's and thumbor's signatures are the path's first segment: left out like a native `sig`.
+    let unsigned_path: String;
+    let route = match outcome.dialect {
+        Some(Dialect::Imgproxy | Dialect::Thumbor) => {
+            let after_signature = uri.path().get(1..).and_then(|rest| rest.find('/').map(|slash| &rest[slash..]));
+            unsigned_path = format!("/-{}", after_signature.unwrap_or_default());
+            unsigned_path.as_str()
+        }
+        _ => uri.path(),
+    };
     let line = Line {
         method: method.as_str(),
-        route: Route(uri.path()),
+        route: Route(route),
         target_host: HostPort(host, port),
         target_path: path,
         status,
