@@ -319,3 +319,43 @@ async fn weserv_default_stands_in_for_a_broken_image_and_maxage_sets_the_lifetim
     assert_eq!(upstream.hits(PHOTO), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn mirage_purge_takes_the_dialects_urls_as_pages_write_them() {
+    let upstream = photo_upstream().await;
+    upstream.route("/other.jpg", Route::image(photo()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = Proxy::local(dir.path(), &[]).await;
+    let client = client();
+    let host = host_of(&upstream);
+    let weserv = format!("/?url={host}{PHOTO}&w=100");
+    let thumbor = format!("/unsafe/80x80/{host}/other.jpg");
+    for path in [&weserv, &thumbor] {
+        assert_eq!(get(&client, &proxy.path(path)).await.x_cache(), "MISS", "{path}");
+    }
+    proxy.stop().await;
+
+    // As pages embed them: weserv's public host, and a thumbor host with a signature (not checked to purge).
+    let sig = python_signature("sha1", THUMBOR_KEY, "", &format!("fit-in/10x10/{host}/other.jpg"));
+    let urls = [
+        format!("https://images.weserv.nl/?url={host}{PHOTO}&w=300"),
+        format!("https://thumbor.example/{sig}/fit-in/10x10/{host}/other.jpg"),
+    ];
+    let output = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .env_remove("MIRAGE_CACHE_DIR")
+        .env_remove("MIRAGE_ADMIN_TOKEN")
+        .args(["purge", "--cache-dir", dir.path().to_str().expect("UTF-8 path")])
+        .args(&urls)
+        .output()
+        .expect("mirage purge runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.trim(), "purged 4 entries of 2 URLs (0 invalid)", "each original and its variant");
+
+    let proxy = Proxy::local(dir.path(), &[]).await;
+    for path in [&weserv, &thumbor] {
+        assert_eq!(get(&client, &proxy.path(path)).await.x_cache(), "MISS", "{path} after the purge");
+    }
+    assert_eq!((upstream.hits(PHOTO), upstream.hits("/other.jpg")), (2, 2));
+    proxy.stop().await;
+}

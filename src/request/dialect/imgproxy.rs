@@ -371,7 +371,7 @@ mod tests {
             ("/insecure/rs:fit:300/plain/https%3A%2F%2Fh.example%2Fa.jpg%3Fv%3D1@webp".to_owned(), "format=webp,width=300/?https://h.example/a.jpg?v=1".to_owned()),
             (format!("/insecure/rs:fit:300:0:0:1/plain/{CURIOSITY}"), "imgproxy parameter \"rs\": value \"fit:300:0:0:1\" is not supported: Mirage does not extend images".to_owned()),
             (format!("/insecure/wm:0.5:ce/plain/{CURIOSITY}"), "imgproxy parameter \"wm\": not supported by Mirage (see the README, \"URL dialects\")".to_owned()),
-            (format!("/insecure/q:101/plain/{CURIOSITY}"), "imgproxy parameter \"q\": \"101\" is out of Mirage's range (bad value \"101\" for option \"quality\": expected 1..100)".to_owned()),
+            (format!("/insecure/q:101/plain/{CURIOSITY}"), "imgproxy parameter \"q\": value \"101\" is refused: bad value \"101\" for option \"quality\": expected 1..100".to_owned()),
             ("/insecure/rs:fit:300/enc/AAAA".to_owned(), "imgproxy parameter \"enc\": encrypted source URLs are not supported".to_owned()),
             ("/insecure/rs:fit:300/plain/local:///a.jpg".to_owned(), "imgproxy parameter \"plain\": target scheme \"local\" is not allowed: only http and https".to_owned()),
             (format!("/insecure/rs:fit:300/plain/{CURIOSITY}@tiff"), "imgproxy parameter \"extension\": value \"tiff\" is not supported: expected jpg, png, webp, avif or gif".to_owned()),

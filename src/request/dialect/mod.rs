@@ -247,7 +247,7 @@ impl NativeOptions {
         // Each pair alone first: a bad value is the fault of one parameter, named as written.
         for (key, value, parameter) in &self.pairs {
             TransformOptions::parse(&format!("{key}={value}")).map_err(|error| {
-                DialectError::new(dialect, parameter, format!("{value:?} is out of Mirage's range ({error})"))
+                DialectError::new(dialect, parameter, format!("value {value:?} is refused: {error}"))
             })?;
         }
         let list: Vec<String> = self.pairs.iter().map(|(key, value, _)| format!("{key}={value}")).collect();
@@ -334,7 +334,7 @@ mod tests {
         options.set("q", "quality", 0);
         let error = options.finish().expect_err("quality 0");
         assert_eq!((error.dialect, error.parameter.as_str()), (Dialect::Weserv, "q"));
-        assert!(error.to_string().starts_with("weserv parameter \"q\": \"0\" is out of Mirage's range"), "{error}");
+        assert!(error.to_string().starts_with("weserv parameter \"q\": value \"0\" is refused"), "{error}");
         let mut later_wins = NativeOptions::new(Dialect::Imgproxy);
         later_wins.set("rs", "width", 100);
         later_wins.set("w", "width", 200);

@@ -327,7 +327,7 @@ mod tests {
             ),
             (
                 "https://wsrv.nl/?url=wsrv.nl/lichtenstein.jpg&q=0",
-                "weserv parameter \"q\": \"0\" is out of Mirage's range (bad value \"0\" for option \"quality\": expected 1..100)",
+                "weserv parameter \"q\": value \"0\" is refused: bad value \"0\" for option \"quality\": expected 1..100",
             ),
             ("https://wsrv.nl/?w=300&url=", "weserv parameter \"url\": the image URL is missing"),
         ];
