@@ -217,6 +217,10 @@ async fn signed_imgproxy_and_thumbor_urls_verify_with_their_own_keys_only() {
     assert!(!log.contains(&imgproxy_sig) && !log.contains(&thumbor_sig), "{log}");
     assert!(log.contains("\"route\":\"/-/rs:fill:120:90/"), "{log}");
     assert!(log.contains("\"route\":\"/-/100x80/"), "{log}");
+    // And names the dialect, for dialect requests only.
+    let thumbor_line = format!("\"route\":\"/-/100x80/{host}{PHOTO}\",\"dialect\":\"thumbor\"");
+    assert!(log.contains(&thumbor_line), "{log}");
+    assert!(log.contains("\"route\":\"/\",\"dialect\":\"weserv\""), "{log}");
 }
 
 /// `text` as hex (a plain key given where a hex key is expected).

@@ -70,6 +70,7 @@ pub(super) fn record(
     let line = Line {
         method: method.as_str(),
         route: Route(route),
+        dialect: outcome.dialect.map(Dialect::name),
         target_host: HostPort(host, port),
         target_path: path,
         status,
@@ -86,6 +87,8 @@ pub(super) fn record(
 struct Line<'a> {
     method: &'a str,
     route: Route<'a>,
+    /// The URL dialect, for requests not in Mirage's own grammar (the field is left out for native ones).
+    dialect: Option<&'static str>,
     target_host: HostPort<'a>,
     target_path: &'a str,
     status: u16,
@@ -121,6 +124,10 @@ impl Line<'_> {
         out.push_str(self.method);
         out.push_str(" route=");
         self.route.write_to(out)?;
+        if let Some(dialect) = self.dialect {
+            out.push_str(" dialect=");
+            debug_string(out, dialect)?;
+        }
         out.push_str(" target_host=");
         self.target_host.write_to(out);
         out.push_str(" target_path=");
@@ -149,6 +156,10 @@ impl Line<'_> {
         json_string(out, self.method)?;
         out.push_str(",\"route\":\"");
         self.route.write_to(&mut JsonEscaped(out))?;
+        if let Some(dialect) = self.dialect {
+            out.push_str("\",\"dialect\":\"");
+            out.push_str(dialect);
+        }
         out.push_str("\",\"target_host\":\"");
         let mut host = JsonEscaped(out);
         host.write_str(self.target_host.0)?;
@@ -403,6 +414,7 @@ mod tests {
         Line {
             method: "GET",
             route: Route("/width=300/"),
+            dialect: None,
             target_host: HostPort("h.example", Some(8080)),
             target_path: "/a \"b\".jpg",
             status: 200,
@@ -456,6 +468,24 @@ mod tests {
              target_path=\"/a \\\"b\\\".jpg\" status=200 x_cache=\"HIT-MEMORY\" error=\"-\" bytes=15614 ms=0.250 \
              peer=127.0.0.1:5555\n"
         );
+    }
+
+    #[test]
+    fn a_dialect_request_names_its_dialect_after_the_route() {
+        let imgproxy = Line { route: Route("/-/w:300/plain/http://h/a.jpg"), dialect: Some("imgproxy"), ..line() };
+        let mut text = String::new();
+        imgproxy.write(&mut text, LogFormat::Text);
+        assert!(text.contains(" route=/-/w:300/plain/http://h/a.jpg dialect=\"imgproxy\" target_host="), "{text}");
+        let mut json = String::new();
+        imgproxy.write(&mut json, LogFormat::Json);
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (json["route"].as_str(), json["dialect"].as_str()),
+            (Some("/-/w:300/plain/http://h/a.jpg"), Some("imgproxy"))
+        );
+        let mut native = String::new();
+        line().write(&mut native, LogFormat::Json);
+        assert!(!native.contains("dialect"), "{native}");
     }
 
     #[test]
