@@ -425,6 +425,31 @@ mod tests {
         assert!("".parse::<ThumborKey>().is_err());
     }
 
+    /// The README's Python example, read by the server's own parser and verified end to end.
+    #[test]
+    fn readme_dialect_examples_verify() {
+        use crate::request::{Route, RouteContext, parse_route_in};
+        let keys = DialectKeys {
+            imgproxy: Some(ImgproxyKey::from_hex("736563726574", "68656C6C6F").expect("hex")),
+            thumbor: Some("MY_SECURE_KEY".parse().expect("key")),
+        };
+        let policy = SigningPolicy { keys: vec![key()], required: true };
+        for path in [
+            "/HGdQm8vCxGWZeNj2tUToC9mVwByQlJFd8LEZ0FfXAMQ/rs:fill:300:400:0/g:no/aHR0cDovL2V4YW1wbGUuY29tL2ltYWdlcy9jdXJpb3NpdHkuanBn.png",
+            "/FQjiRjoVp42Nl25AbGL6IweUUdI=/300x200/my.server.com/some/path/to/image.jpg",
+        ] {
+            let Ok(Route::Dialect(dialect)) = parse_route_in(&RouteContext::all(None), path, "", None) else {
+                panic!("{path} is a dialect request");
+            };
+            assert_eq!(policy.check_dialect(&keys, &dialect.signature), Ok(()), "{path}");
+            let tampered = path.replace("300", "301");
+            let Ok(Route::Dialect(dialect)) = parse_route_in(&RouteContext::all(None), &tampered, "", None) else {
+                panic!("{tampered} is a dialect request");
+            };
+            assert_eq!(policy.check_dialect(&keys, &dialect.signature), Err(SignatureError::Invalid), "{tampered}");
+        }
+    }
+
     #[test]
     fn dialect_signatures_need_their_own_key() {
         let imgproxy = ImgproxyKey::from_hex("736563726574", "68656C6C6F").expect("hex");
