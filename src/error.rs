@@ -244,6 +244,11 @@ impl Error {
             Error::BadRequest(request @ (RequestError::Options(_) | RequestError::OptionsEncoding)) => {
                 (S::BAD_REQUEST, C::BadOptions, request.to_string().into())
             }
+            // A dialect's image URL is its target; every other parameter is an option.
+            Error::BadRequest(request @ RequestError::Dialect(dialect)) => {
+                let code = if dialect.names_the_image() { C::BadTarget } else { C::BadOptions };
+                (S::BAD_REQUEST, code, request.to_string().into())
+            }
             Error::NoRoute => (S::NOT_FOUND, C::NoRoute, Fixed("no such route")),
             Error::Signature(SignatureError::Missing) => (
                 S::FORBIDDEN,

@@ -26,6 +26,7 @@ use mirage_cache::{
 use tokio::sync::Semaphore;
 
 use self::purge::{StoreAt, sourced};
+use crate::config::DialectConfig;
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::fallback::Fallback;
@@ -147,6 +148,8 @@ struct Inner {
     limits: Limits,
     /// Which request signatures the server accepts (the handler checks them; off for `warm`).
     signing: SigningPolicy,
+    /// Which URL dialects are read, and their keys.
+    dialects: DialectConfig,
     /// What every freshness and expiry decision reads (disk-file mtimes for LRU order stay on the wall clock).
     clock: Clock,
     /// Per-host circuit breakers and per-key background retries of failing upstreams.
@@ -179,6 +182,7 @@ impl Pipeline {
                 cpu: CpuPool::new(config.transform.workers, config.transform.queue),
                 limits: config.transform.limits.clone(),
                 signing: config.signing.clone(),
+                dialects: config.dialects.clone(),
                 clock: config.clock.clone(),
                 health: UpstreamHealth::new(config.retry_interval),
                 fallback: config.fallback.clone(),
@@ -222,6 +226,16 @@ impl Pipeline {
     /// The header that names an image's source for CDN purge by tag, if one is sent (`--cache-tag-header`).
     pub fn cache_tag_header(&self) -> Option<&http::HeaderName> {
         self.inner.cache_tag_header.as_ref()
+    }
+
+    /// The URL dialects read (`--dialects`, `--origin`) and their keys.
+    pub fn dialects(&self) -> &DialectConfig {
+        &self.inner.dialects
+    }
+
+    /// The freshness rules: the TTL bounds a dialect's `maxage` is clamped to.
+    pub fn freshness(&self) -> &FreshnessPolicy {
+        &self.inner.freshness
     }
 
     /// The signed-URL policy requests are checked against.

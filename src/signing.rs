@@ -8,11 +8,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
 use sha2::Sha256;
 
-use crate::request::{ImageRequest, RequestError, Route, parse_route};
+use crate::request::{DialectSignature, ImageRequest, RequestError, Route, parse_route};
 
 type HmacSha256 = Hmac<Sha256>;
+type HmacSha1 = Hmac<Sha1>;
 
 /// Shortest key accepted, in bytes: shorter HMAC keys are guessable.
 pub const MIN_KEY_BYTES: usize = 16;
@@ -106,6 +108,130 @@ impl SigningPolicy {
     }
 }
 
+/// imgproxy's key and salt (`--imgproxy-key`, `--imgproxy-salt`; hex, as imgproxy's `IMGPROXY_KEY` and
+/// `IMGPROXY_SALT`): the signature is the unpadded base64url HMAC-SHA256 under the key of salt + path, where the
+/// path is everything after the signature segment, from its `/`. `Debug` never prints either.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImgproxyKey {
+    key: Vec<u8>,
+    salt: Vec<u8>,
+}
+
+impl fmt::Debug for ImgproxyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImgproxyKey(<{} bytes>, salt <{} bytes>)", self.key.len(), self.salt.len())
+    }
+}
+
+impl ImgproxyKey {
+    /// The pair from its hex texts. imgproxy takes keys of any length; an empty one is refused (it would sign
+    /// nothing worth checking).
+    pub fn from_hex(key: &str, salt: &str) -> Result<ImgproxyKey, String> {
+        let decode = |flag: &str, text: &str| {
+            hex::decode(text.trim())
+                .ok()
+                .filter(|bytes| !bytes.is_empty())
+                .ok_or_else(|| format!("{flag} must be non-empty hexadecimal"))
+        };
+        Ok(ImgproxyKey { key: decode("--imgproxy-key", key)?, salt: decode("--imgproxy-salt", salt)? })
+    }
+
+    fn mac(&self, path: &str) -> HmacSha256 {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(&self.salt);
+        mac.update(path.as_bytes());
+        mac
+    }
+
+    /// The signature of `path` (from the `/` after the signature segment).
+    pub fn sign(&self, path: &str) -> String {
+        base64url_encode(&self.mac(path).finalize().into_bytes())
+    }
+
+    /// Whether `signature` is this key's signature of `path`, compared in constant time.
+    pub fn verifies(&self, path: &str, signature: &str) -> bool {
+        base64url_decode(signature).is_some_and(|tag| self.mac(path).verify_slice(&tag).is_ok())
+    }
+}
+
+/// thumbor's `SECURITY_KEY` (`--thumbor-key`, the plain text): the signature is the urlsafe base64 (padded)
+/// HMAC-SHA1 under the key of the path after `/{signature}/`. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ThumborKey(Vec<u8>);
+
+impl fmt::Debug for ThumborKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ThumborKey(<{} bytes>)", self.0.len())
+    }
+}
+
+impl FromStr for ThumborKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ThumborKey, String> {
+        if text.is_empty() {
+            return Err("--thumbor-key must not be empty".to_owned());
+        }
+        Ok(ThumborKey(text.as_bytes().to_vec()))
+    }
+}
+
+impl ThumborKey {
+    fn mac(&self, path: &str) -> HmacSha1 {
+        let mut mac = <HmacSha1 as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(path.as_bytes());
+        mac
+    }
+
+    /// The signature of `path` (after `/{signature}/`): 28 characters, with thumbor's one `=` of padding.
+    pub fn sign(&self, path: &str) -> String {
+        base64url_encode(&self.mac(path).finalize().into_bytes()) + "="
+    }
+
+    /// Whether `signature` is this key's signature of `path`, compared in constant time.
+    pub fn verifies(&self, path: &str, signature: &str) -> bool {
+        let unpadded = signature.strip_suffix('=').unwrap_or(signature);
+        base64url_decode(unpadded).is_some_and(|tag| self.mac(path).verify_slice(&tag).is_ok())
+    }
+}
+
+/// The keys of the dialects that sign their URLs; each verifies its own dialect's signatures only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DialectKeys {
+    /// imgproxy's key and salt: with them, `insecure` is refused and every signature is verified.
+    pub imgproxy: Option<ImgproxyKey>,
+    /// thumbor's key: with it, `unsafe` is refused and every signature is verified.
+    pub thumbor: Option<ThumborKey>,
+}
+
+impl SigningPolicy {
+    /// Checks the signature a dialect request carried, with that dialect's key only (Mirage's own keys never
+    /// verify a dialect's URL, nor the reverse: the types keep them apart).
+    ///
+    /// A dialect without signatures (weserv, Cloudflare), imgproxy's `insecure` and thumbor's `unsafe` on a
+    /// server without that dialect's key are unsigned: they pass unless `--require-signature`, which refuses them
+    /// like an unsigned native request. With the dialect's key, its signature is verified and `insecure`/`unsafe`
+    /// are refused, as imgproxy and thumbor do. Without imgproxy's key any signature segment passes as unsigned
+    /// (imgproxy's own behaviour with signing off); a thumbor signature without `--thumbor-key` cannot be checked
+    /// and is refused, like a native `sig` on a server without keys.
+    pub fn check_dialect(&self, keys: &DialectKeys, signature: &DialectSignature) -> Result<(), SignatureError> {
+        let unsigned = if self.required { Err(SignatureError::Missing) } else { Ok(()) };
+        let verified = |ok: bool| if ok { Ok(()) } else { Err(SignatureError::Invalid) };
+        match signature {
+            DialectSignature::None => unsigned,
+            DialectSignature::Imgproxy { signature, signed_path } => match &keys.imgproxy {
+                Some(key) => verified(key.verifies(signed_path, signature)),
+                None => unsigned,
+            },
+            DialectSignature::Thumbor { signature, signed_path } => match (signature, &keys.thumbor) {
+                (Some(signature), Some(key)) => verified(key.verifies(signed_path, signature)),
+                (None, Some(_)) | (Some(_), None) => Err(SignatureError::Invalid),
+                (None, None) => unsigned,
+            },
+        }
+    }
+}
+
 /// Why `mirage sign` could not sign its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInputError {
@@ -135,7 +261,7 @@ pub fn sign_path(key: &SigningKey, input: &str) -> Result<String, SignInputError
     };
     let request = match parse_route(path, query, None) {
         Ok(Route::Image { request, .. }) => request,
-        Ok(Route::Health | Route::NotFound) => return Err(SignInputError::Path),
+        Ok(Route::Health | Route::NotFound | Route::Dialect(_)) => return Err(SignInputError::Path),
         Err(error) => return Err(error.into()),
     };
     Ok(request.signed_path(&key.sign(&request.signing_message())))
@@ -271,6 +397,93 @@ mod tests {
         assert!(parse_route("/sig=a,sig=b/", "http://h/a.jpg", None).is_err());
         assert!(parse_route("/sig=/", "http://h/a.jpg", None).is_err());
         assert!(crate::request::TransformOptions::parse("sig=abc,w=1").is_err(), "not a transform option");
+    }
+
+    /// imgproxy's "Signing the URL" example (key `secret`, salt `hello`), checked with Python's `hmac`:
+    /// `base64.urlsafe_b64encode(hmac.new(key, salt + path, hashlib.sha256).digest()).rstrip(b"=")`.
+    #[test]
+    fn imgproxy_signatures_match_its_documentation() {
+        let key = ImgproxyKey::from_hex("736563726574", "68656C6C6F").expect("hex");
+        let path = "/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png";
+        assert_eq!(key.sign(path), "oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8");
+        assert!(key.verifies(path, "oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8"));
+        assert!(!key.verifies(&path.replace("300", "301"), "oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8"));
+        assert!(!key.verifies(path, "insecure"));
+        assert!(ImgproxyKey::from_hex("", "00").is_err() && ImgproxyKey::from_hex("zz", "00").is_err());
+        assert!(!format!("{key:?}").contains("736563726574"));
+    }
+
+    /// thumbor's security documentation example (key `MY_SECURE_KEY`), checked with Python's `hmac`:
+    /// `base64.urlsafe_b64encode(hmac.new(key, path, hashlib.sha1).digest())`.
+    #[test]
+    fn thumbor_signatures_match_its_documentation() {
+        let key: ThumborKey = "MY_SECURE_KEY".parse().expect("key");
+        let path = "300x200/smart/my.server.com/some/path/to/image.jpg";
+        assert_eq!(key.sign(path), "OHHMqHwGrH1gubkMMveC8Ireg7A=");
+        assert!(key.verifies(path, "OHHMqHwGrH1gubkMMveC8Ireg7A="));
+        assert!(!key.verifies("300x201/smart/my.server.com/some/path/to/image.jpg", "OHHMqHwGrH1gubkMMveC8Ireg7A="));
+        assert!("".parse::<ThumborKey>().is_err());
+    }
+
+    /// The README's Python example, read by the server's own parser and verified end to end.
+    #[test]
+    fn readme_dialect_examples_verify() {
+        use crate::request::{Route, RouteContext, parse_route_in};
+        let keys = DialectKeys {
+            imgproxy: Some(ImgproxyKey::from_hex("736563726574", "68656C6C6F").expect("hex")),
+            thumbor: Some("MY_SECURE_KEY".parse().expect("key")),
+        };
+        let policy = SigningPolicy { keys: vec![key()], required: true };
+        for path in [
+            "/HGdQm8vCxGWZeNj2tUToC9mVwByQlJFd8LEZ0FfXAMQ/rs:fill:300:400:0/g:no/aHR0cDovL2V4YW1wbGUuY29tL2ltYWdlcy9jdXJpb3NpdHkuanBn.png",
+            "/FQjiRjoVp42Nl25AbGL6IweUUdI=/300x200/my.server.com/some/path/to/image.jpg",
+        ] {
+            let Ok(Route::Dialect(dialect)) = parse_route_in(&RouteContext::all(None), path, "", None) else {
+                panic!("{path} is a dialect request");
+            };
+            assert_eq!(policy.check_dialect(&keys, &dialect.signature), Ok(()), "{path}");
+            let tampered = path.replace("300", "301");
+            let Ok(Route::Dialect(dialect)) = parse_route_in(&RouteContext::all(None), &tampered, "", None) else {
+                panic!("{tampered} is a dialect request");
+            };
+            assert_eq!(policy.check_dialect(&keys, &dialect.signature), Err(SignatureError::Invalid), "{tampered}");
+        }
+    }
+
+    #[test]
+    fn dialect_signatures_need_their_own_key() {
+        let imgproxy = ImgproxyKey::from_hex("736563726574", "68656C6C6F").expect("hex");
+        let thumbor: ThumborKey = "MY_SECURE_KEY".parse().expect("key");
+        let keys = DialectKeys { imgproxy: Some(imgproxy.clone()), thumbor: Some(thumbor.clone()) };
+        let none = DialectKeys::default();
+        let open = SigningPolicy::default();
+        let required = SigningPolicy { keys: vec![key()], required: true };
+        let path = "/w:300/plain/http://h/a.jpg".to_owned();
+        let signed_imgproxy = DialectSignature::Imgproxy { signature: imgproxy.sign(&path), signed_path: path.clone() };
+        let insecure = DialectSignature::Imgproxy { signature: "insecure".to_owned(), signed_path: path.clone() };
+        assert_eq!(open.check_dialect(&keys, &signed_imgproxy), Ok(()));
+        assert_eq!(required.check_dialect(&keys, &signed_imgproxy), Ok(()));
+        assert_eq!(open.check_dialect(&keys, &insecure), Err(SignatureError::Invalid));
+        assert_eq!(open.check_dialect(&none, &insecure), Ok(()));
+        assert_eq!(required.check_dialect(&none, &insecure), Err(SignatureError::Missing));
+        assert_eq!(required.check_dialect(&none, &signed_imgproxy), Err(SignatureError::Missing));
+        let thumbor_path = "300x200/h/a.jpg".to_owned();
+        let signed_thumbor = DialectSignature::Thumbor {
+            signature: Some(thumbor.sign(&thumbor_path)),
+            signed_path: thumbor_path.clone(),
+        };
+        let unsafe_thumbor = DialectSignature::Thumbor { signature: None, signed_path: thumbor_path.clone() };
+        assert_eq!(required.check_dialect(&keys, &signed_thumbor), Ok(()));
+        assert_eq!(open.check_dialect(&none, &signed_thumbor), Err(SignatureError::Invalid));
+        assert_eq!(open.check_dialect(&keys, &unsafe_thumbor), Err(SignatureError::Invalid));
+        assert_eq!(open.check_dialect(&none, &unsafe_thumbor), Ok(()));
+        assert_eq!(required.check_dialect(&none, &unsafe_thumbor), Err(SignatureError::Missing));
+        assert_eq!(required.check_dialect(&keys, &DialectSignature::None), Err(SignatureError::Missing));
+        assert_eq!(open.check_dialect(&keys, &DialectSignature::None), Ok(()));
+        // One dialect's signature in the other's slot never verifies: imgproxy's HMAC as a thumbor signature.
+        let crossed =
+            DialectSignature::Thumbor { signature: Some(imgproxy.sign(&thumbor_path)), signed_path: thumbor_path };
+        assert_eq!(open.check_dialect(&keys, &crossed), Err(SignatureError::Invalid));
     }
 
     #[test]

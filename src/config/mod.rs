@@ -15,8 +15,8 @@ use crate::admin::AdminConfig;
 use crate::fallback::{Fallback, FallbackStatus};
 use crate::fetch::{FetchConfig, HostPattern, HostRules, NetworkPolicy};
 use crate::freshness::{Clock, FreshnessPolicy};
-use crate::request::TransformOptions;
-use crate::signing::{SigningKey, SigningPolicy};
+use crate::request::{Dialects, RouteContext, TransformOptions};
+use crate::signing::{DialectKeys, ImgproxyKey, SigningKey, SigningPolicy, ThumborKey};
 use crate::transform::Limits;
 use units::{parse_duration, parse_size};
 
@@ -382,9 +382,70 @@ pub struct ServeArgs {
     #[arg(long, env = "MIRAGE_FALLBACK_TTL", default_value = "60s", value_parser = parse_duration)]
     pub fallback_ttl: Duration,
 
+    /// URL dialects read besides Mirage's own, as a comma-separated list of native, weserv (`/?url=`), cloudflare
+    /// (`/cdn-cgi/image/`), imgproxy and thumbor. A dialect left out is not read: its paths are 404.
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "MIRAGE_DIALECTS",
+        default_value = "native,weserv,cloudflare,imgproxy,thumbor"
+    )]
+    pub dialects: Dialects,
+
+    /// The site relative Cloudflare sources are resolved against (`/cdn-cgi/image/w=300/uploads/a.jpg` fetches
+    /// `{origin}/uploads/a.jpg`); without it a relative source is 400.
+    #[arg(long, value_name = "URL", env = "MIRAGE_ORIGIN")]
+    pub origin: Option<url::Url>,
+
+    /// imgproxy's key (hex, as IMGPROXY_KEY): imgproxy URLs must then carry its signature (`insecure` is 403).
+    /// Needs --imgproxy-salt.
+    #[arg(long, value_name = "HEX", env = "MIRAGE_IMGPROXY_KEY", hide_env_values = true)]
+    pub imgproxy_key: Option<String>,
+
+    /// imgproxy's salt (hex, as IMGPROXY_SALT), with --imgproxy-key.
+    #[arg(long, value_name = "HEX", env = "MIRAGE_IMGPROXY_SALT", hide_env_values = true)]
+    pub imgproxy_salt: Option<String>,
+
+    /// thumbor's SECURITY_KEY: thumbor URLs must then carry its signature (`unsafe` is 403).
+    #[arg(long, value_name = "KEY", env = "MIRAGE_THUMBOR_KEY", hide_env_values = true)]
+    pub thumbor_key: Option<ThumborKey>,
+
     /// Cache, fetch and transform settings (shared with `mirage warm`).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// The URL dialects a server reads and the keys of those that sign (`serve` only; native alone otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialectConfig {
+    /// The dialects read and `--origin`.
+    pub context: RouteContext,
+    /// imgproxy's and thumbor's keys.
+    pub keys: DialectKeys,
+}
+
+impl Default for DialectConfig {
+    fn default() -> DialectConfig {
+        DialectConfig { context: RouteContext::NATIVE, keys: DialectKeys::default() }
+    }
+}
+
+impl ServeArgs {
+    /// `--dialects`, `--origin` and the dialects' keys, checked together.
+    fn dialect_config(&self) -> Result<DialectConfig, String> {
+        if let Some(origin) = &self.origin
+            && !matches!(origin.scheme(), "http" | "https")
+        {
+            return Err(format!("--origin {origin}: only http and https"));
+        }
+        let imgproxy = match (&self.imgproxy_key, &self.imgproxy_salt) {
+            (Some(key), Some(salt)) => Some(ImgproxyKey::from_hex(key, salt)?),
+            (None, None) => None,
+            _ => return Err("--imgproxy-key and --imgproxy-salt go together".to_owned()),
+        };
+        let keys = DialectKeys { imgproxy, thumbor: self.thumbor_key.clone() };
+        Ok(DialectConfig { context: RouteContext { dialects: self.dialects, origin: self.origin.clone() }, keys })
+    }
 }
 
 /// The flags that shape the image pipeline: cache, upstream fetching, freshness and transforms. `serve` and
@@ -628,6 +689,8 @@ pub struct PipelineConfig {
     pub retry_interval: Duration,
     /// Signed URLs: which keys verify and whether a signature is required (`serve` only; off otherwise).
     pub signing: SigningPolicy,
+    /// The URL dialects read and their keys (`serve` only; native alone otherwise).
+    pub dialects: DialectConfig,
     /// The time freshness is judged by: the system clock, except in tests that move time by hand.
     pub clock: Clock,
     /// The placeholder answered for upstream's and the source's failures (`serve` only; off otherwise).
@@ -707,8 +770,10 @@ impl ServeArgs {
         if self.require_signature && self.signing_keys.is_empty() {
             return Err("--require-signature needs at least one --signing-key".into());
         }
+        let dialects = self.dialect_config()?;
         let admin = AdminConfig::from_flags(self.admin_listen, self.admin_token, self.metrics_public)?;
         let mut pipeline = self.pipeline.into_config_as(CacheRole::Owner)?;
+        pipeline.dialects = dialects;
         pipeline.signing = SigningPolicy { keys: self.signing_keys, required: self.require_signature };
         pipeline.fallback = match &self.fallback_image {
             Some(path) => {
@@ -823,6 +888,7 @@ impl PipelineArgs {
             max_inflight_fetches: self.max_inflight_fetches,
             retry_interval: self.retry_interval,
             signing: SigningPolicy::default(),
+            dialects: DialectConfig::default(),
             clock: Clock::system(),
             fallback: None,
             // `serve` sets it from --cache-tag-header; the default here is serve's default.

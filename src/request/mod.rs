@@ -4,18 +4,20 @@
 //! that grammar: the server, `mirage sign`, the fuzz target and the property tests all call it.
 
 mod accept;
+pub mod dialect;
 mod memo;
 pub mod options;
 mod route;
 mod target;
 
 pub use accept::{AVIF_ENCODER, AcceptClass};
+pub use dialect::{Dialect, DialectError, DialectRequest, DialectSignature, Dialects, RouteContext};
 pub use memo::{KeyedRequest, MemoRoute, RouteMemo};
 pub use options::{
     Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
     Tenths, TransformOptions,
 };
-pub use route::{Route, parse_route, target_of_any_spelling};
+pub use route::{Route, parse_route, parse_route_in, target_of_any_spelling};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;
@@ -71,6 +73,9 @@ pub enum RequestError {
     /// The options segment is not UTF-8 after percent-decoding.
     #[error("options are not valid UTF-8 after percent-decoding")]
     OptionsEncoding,
+    /// A dialect's parameter that is unknown, malformed or has no native equivalent.
+    #[error(transparent)]
+    Dialect(#[from] DialectError),
 }
 
 impl ImageRequest {
@@ -216,6 +221,37 @@ mod tests {
         for bad in ["", "not a url", "/w=300/", "ftp://h/a.jpg", "/healthz"] {
             assert!(target_of_any_spelling(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `mirage purge` and `mirage rewrite` read the dialects' spellings too (signatures are not checked there).
+    #[test]
+    fn every_dialect_spelling_names_its_target() {
+        let b64 = crate::signing::base64url_encode(b"https://h.example/a.jpg");
+        let spellings = [
+            ("https://images.weserv.nl/?url=h.example/a.jpg&w=300", "http://h.example/a.jpg"),
+            ("https://wsrv.nl/?url=ssl:h.example/a.jpg&w=300&h=200&fit=cover", "https://h.example/a.jpg"),
+            ("//wsrv.nl/?url=https%3A%2F%2Fh.example%2Fa.jpg", "https://h.example/a.jpg"),
+            ("/cdn-cgi/image/width=300/https://h.example/a.jpg", "https://h.example/a.jpg"),
+            ("https://blog.example/cdn-cgi/image/width=300/uploads/a.jpg", "https://blog.example/uploads/a.jpg"),
+            (
+                "https://imgproxy.example/insecure/rs:fit:300:300/plain/https://h.example/a.jpg@webp",
+                "https://h.example/a.jpg",
+            ),
+            (
+                &format!("https://imgproxy.example/oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8/w:300/{b64}.png"),
+                "https://h.example/a.jpg",
+            ),
+            ("https://thumbor.example/unsafe/300x200/h.example/a.jpg", "http://h.example/a.jpg"),
+            (
+                "https://thumbor.example/OHHMqHwGrH1gubkMMveC8Ireg7A=/fit-in/300x200/https://h.example/a.jpg",
+                "https://h.example/a.jpg",
+            ),
+        ];
+        for (text, want) in spellings {
+            assert_eq!(target_of_any_spelling(text).map(|t| t.canonical().to_owned()), Ok(want.to_owned()), "{text}");
+        }
+        // A spelling Mirage refuses to serve (thumbor's smart crop) is not read as a request: it names no target.
+        assert!(target_of_any_spelling("/unsafe/300x200/smart/h.example/a.jpg").is_err());
     }
 
     #[test]

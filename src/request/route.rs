@@ -1,8 +1,11 @@
 //! The path grammar, parsed in one place for the server, `mirage sign` and the tests: `/healthz`, the mirror
-//! `/?{target}`, and the transform `/{options}/?{target}` whose options may carry the signature (`sig=`).
+//! `/?{target}`, and the transform `/{options}/?{target}` whose options may carry the signature (`sig=`), and,
+//! when the server reads them, the other services' URL dialects (`super::dialect`).
 
 use percent_encoding::percent_decode_str;
+use url::Url;
 
+use super::dialect::{self, Dialect, DialectRequest, RouteContext};
 use super::{ImageRequest, OptionsError, RequestError, SIGNATURE_KEY, Target, TransformOptions};
 
 /// What a request path asks for.
@@ -17,6 +20,9 @@ pub enum Route {
         /// The `sig=` value as written, when the options carried one.
         signature: Option<String>,
     },
+    /// An image asked in another service's URL dialect (weserv, Cloudflare, imgproxy, thumbor), with that
+    /// dialect's own signature: never a native `sig`, so the one can never pass for the other.
+    Dialect(Box<DialectRequest>),
     /// Any other path: not ours (404, not a malformed request).
     NotFound,
 }
@@ -28,18 +34,44 @@ pub enum Route {
 /// after taking the signature out of the options: `sig=XXXX` anywhere in the list (`/sig=XXXX,width=300/`, or
 /// `/sig=XXXX/` for a signed mirror). Options that change nothing (`format=original`, or only defaults) make a
 /// mirror request, so they share the mirror's cache entry. Any other path is [`Route::NotFound`].
+///
+/// Mirage's own grammar only; [`parse_route_in`] reads the dialects too.
 pub fn parse_route(path: &str, query: &str, accept: Option<&str>) -> Result<Route, RequestError> {
+    parse_route_in(&RouteContext::NATIVE, path, query, accept)
+}
+
+/// [`parse_route`] with the dialects `context` enables. Native requests are told apart from the dialects' by
+/// their first bytes, before any dialect is tried, so they cost what they did: `/?url=` is weserv (a raw target
+/// never starts so), a path of more than one segment is Cloudflare (`/cdn-cgi/image/`), thumbor (`/unsafe/`, a
+/// signature) or imgproxy (`/insecure/`, `/_/`, a signature), and anything else is native or no route. A
+/// dialect that is off reads as before dialects existed (404, or a native target).
+pub fn parse_route_in(
+    context: &RouteContext,
+    path: &str,
+    query: &str,
+    accept: Option<&str>,
+) -> Result<Route, RequestError> {
+    let native = context.dialects.contains(Dialect::Native);
     match path {
         "/healthz" => Ok(Route::Health),
-        "/" => Ok(Route::Image { request: ImageRequest::mirror(Target::parse(query)?), signature: None }),
+        "/" if context.dialects.contains(Dialect::Weserv) && dialect::weserv::is_weserv_query(query) => {
+            Ok(Route::Dialect(Box::new(dialect::weserv::parse(query, accept)?)))
+        }
+        "/" if native => Ok(Route::Image { request: ImageRequest::mirror(Target::parse(query)?), signature: None }),
         _ => {
             let Some(segment) = path
                 .strip_prefix('/')
                 .and_then(|rest| rest.strip_suffix('/'))
                 .filter(|segment| !segment.is_empty() && !segment.contains('/'))
             else {
-                return Ok(Route::NotFound);
+                return match dialect::parse_path(context, path, query, accept) {
+                    Some(parsed) => Ok(Route::Dialect(Box::new(parsed?))),
+                    None => Ok(Route::NotFound),
+                };
             };
+            if !native {
+                return Ok(Route::NotFound);
+            }
             let (options, signature) = parse_options_segment(segment)?;
             let request = ImageRequest::from_options(options, Target::parse(query)?, accept);
             Ok(Route::Image { request, signature })
@@ -51,22 +83,28 @@ pub fn parse_route(path: &str, query: &str, accept: Option<&str>) -> Result<Rout
 /// copy them (purge): the raw target, percent-encoded or not (`https://h/a.jpg`, `https%3A%2F%2Fh%2Fa.jpg`), or
 /// a whole request: a path `/?{target}` or `/{options}/?{target}`, or the same behind any scheme and host (a
 /// Mirage host such as `http://img.example/w=300/?...`, or the CORS proxy `https://cors.zfour.workers.dev/?...`).
-/// The request form goes through [`parse_route`], the one parser of the grammar; its options and signature are
-/// dropped (they name a variant of the target). A URL whose path is `/` or one segment ending in `/` and whose
-/// query is itself a URL is read as such a request; anything else is read as the raw target.
+/// The dialects' spellings are read too, all of them (`https://images.weserv.nl/?url=h/a.jpg&w=300`,
+/// `/cdn-cgi/image/width=300/https://h/a.jpg`, imgproxy's and thumbor's paths, signed or not: signatures are not
+/// verified, they do not change the target); a relative Cloudflare source is resolved against the URL's own site.
+/// The request form goes through [`parse_route_in`], the one parser of the grammar; its options and signature are
+/// dropped (they name a variant of the target). A URL whose path and query parse as a request is read as one;
+/// anything else is read as the raw target.
 pub fn target_of_any_spelling(text: &str) -> Result<Target, RequestError> {
     let text = text.trim();
-    let path_and_query = if let Some(scheme_relative) = text.strip_prefix("//") {
-        scheme_relative.find('/').map(|slash| &scheme_relative[slash..])
+    let (path_and_query, site) = if let Some(scheme_relative) = text.strip_prefix("//") {
+        (scheme_relative.find('/').map(|slash| &scheme_relative[slash..]), None)
     } else if text.starts_with('/') {
-        Some(text)
+        (Some(text), None)
     } else {
-        after_authority(text)
+        (after_authority(text), Url::parse(text).ok().and_then(|url| url.join("/").ok()))
     };
-    if let Some((path, query)) = path_and_query.and_then(|rest| rest.split_once('?'))
-        && let Ok(Route::Image { request, .. }) = parse_route(path, query, None)
-    {
-        return Ok(request.target);
+    if let Some(rest) = path_and_query {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        match parse_route_in(&RouteContext::all(site), path, query, None) {
+            Ok(Route::Image { request, .. }) => return Ok(request.target),
+            Ok(Route::Dialect(dialect)) => return Ok(dialect.request.target),
+            Ok(Route::Health | Route::NotFound) | Err(_) => {}
+        }
     }
     Ok(Target::parse(text)?)
 }

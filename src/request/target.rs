@@ -92,7 +92,7 @@ impl fmt::Display for Target {
 }
 
 /// RFC 3986: `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` followed by `:`.
-fn starts_with_scheme(text: &str) -> bool {
+pub(super) fn starts_with_scheme(text: &str) -> bool {
     let mut chars = text.chars();
     if !chars.next().is_some_and(|c| c.is_ascii_alphabetic()) {
         return false;

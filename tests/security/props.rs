@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use mirage::fetch::NetworkPolicy;
-use mirage::request::{Route, Target, parse_route};
+use mirage::request::{Route, RouteContext, Target, parse_route, parse_route_in};
 use mirage::transform::probe;
 use proptest::prelude::*;
 
@@ -62,6 +62,37 @@ proptest! {
             let (again_path, again_query) = signed.split_once('?').unwrap_or((&signed, ""));
             let again = parse_route(again_path, again_query, accept.as_deref());
             prop_assert_eq!(again, Ok(Route::Image { request, signature: Some("x".to_owned()) }), "{}", signed);
+        }
+    }
+
+    /// The dialects' parsers: never panic on paths shaped like theirs (or like nothing), and what a dialect reads
+    /// is a request whose native spelling reads back as the same request (a dialect says only what native can).
+    #[test]
+    fn dialects_never_panic_and_read_native_requests(
+        path in prop_oneof![
+            "/(unsafe|insecure|_)/[a-z0-9:x().,%@=_-]{0,12}(/[a-z0-9:x().,%@=_-]{0,12}){0,3}/(plain/)?(http://)?[a-z.]{1,8}/[a-z0-9.@%]{0,10}",
+            "/cdn-cgi/image/[a-z=,0-9.%-]{0,20}/[a-z0-9:/.%?=]{0,24}",
+            "/[A-Za-z0-9_-]{27}=/[a-z0-9x:/().]{0,30}",
+            "/[A-Za-z0-9_-]{43}/[a-z0-9:/@.]{0,30}",
+            "\\PC{0,40}",
+        ],
+        query in prop_oneof![
+            "url=[a-z.:/%]{0,20}(&(w|h|fit|we|a|output|q|bg|blur|sharp|ro|dpr|maxage|default)=[a-z0-9.%:-]{0,8}){0,4}",
+            "[a-z0-9=&%:/.]{0,30}",
+        ],
+    ) {
+        let context = RouteContext::all(Some("https://site.example/".parse().expect("origin")));
+        let path = if path.starts_with('/') { path } else { format!("/{path}") };
+        let candidates = [parse_route_in(&context, &path, &query, None), parse_route_in(&context, "/", &query, None)];
+        for parsed in candidates {
+            if let Ok(Route::Dialect(dialect)) = parsed {
+                let native = dialect.request.path_for(dialect.request.target.canonical());
+                let (native_path, native_query) = native.split_once('?').unwrap_or((&native, ""));
+                match parse_route(native_path, native_query, None) {
+                    Ok(Route::Image { request, signature: None }) => prop_assert_eq!(request, dialect.request.clone()),
+                    other => prop_assert!(false, "{} read back as {:?}", native, other),
+                }
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use percent_encoding::percent_decode_str;
 use crate::config::LogFormat;
 use crate::error::ErrorCode;
 use crate::handler::Outcome;
-use crate::request::{SIGNATURE_KEY, Target};
+use crate::request::{Dialect, SIGNATURE_KEY, Target};
 
 /// Writes the access-log line of one answered request.
 pub(super) fn record(
@@ -57,9 +57,20 @@ pub(super) fn record(
             }
         },
     };
+    // imgproxy's and thumbor's signatures are the path's first segment: left out like a native `sig`.
+    let unsigned_path: String;
+    let route = match outcome.dialect {
+        Some(Dialect::Imgproxy | Dialect::Thumbor) => {
+            let after_signature = uri.path().get(1..).and_then(|rest| rest.find('/').map(|slash| &rest[slash..]));
+            unsigned_path = format!("/-{}", after_signature.unwrap_or_default());
+            unsigned_path.as_str()
+        }
+        _ => uri.path(),
+    };
     let line = Line {
         method: method.as_str(),
-        route: Route(uri.path()),
+        route: Route(route),
+        dialect: outcome.dialect.map(Dialect::name),
         target_host: HostPort(host, port),
         target_path: path,
         status,
@@ -76,6 +87,8 @@ pub(super) fn record(
 struct Line<'a> {
     method: &'a str,
     route: Route<'a>,
+    /// The URL dialect, for requests not in Mirage's own grammar (the field is left out for native ones).
+    dialect: Option<&'static str>,
     target_host: HostPort<'a>,
     target_path: &'a str,
     status: u16,
@@ -112,6 +125,10 @@ impl Line<'_> {
         out.push_str(self.method);
         out.push_str(" route=");
         self.route.write_to(out)?;
+        if let Some(dialect) = self.dialect {
+            out.push_str(" dialect=");
+            debug_string(out, dialect)?;
+        }
         out.push_str(" target_host=");
         self.target_host.write_to(out);
         out.push_str(" target_path=");
@@ -140,6 +157,10 @@ impl Line<'_> {
         json_string(out, self.method)?;
         out.push_str(",\"route\":\"");
         self.route.write_to(&mut JsonEscaped(out))?;
+        if let Some(dialect) = self.dialect {
+            out.push_str("\",\"dialect\":\"");
+            out.push_str(dialect);
+        }
         out.push_str("\",\"target_host\":\"");
         let mut host = JsonEscaped(out);
         host.write_str(self.target_host.0)?;
@@ -391,6 +412,7 @@ mod tests {
         Line {
             method: "GET",
             route: Route("/width=300/"),
+            dialect: None,
             target_host: HostPort("h.example", Some(8080)),
             target_path: "/a \"b\".jpg",
             status: 200,
@@ -444,6 +466,24 @@ mod tests {
              target_path=\"/a \\\"b\\\".jpg\" status=200 x_cache=\"HIT-MEMORY\" error=\"-\" bytes=15614 ms=0.250 \
              peer=127.0.0.1:5555\n"
         );
+    }
+
+    #[test]
+    fn a_dialect_request_names_its_dialect_after_the_route() {
+        let imgproxy = Line { route: Route("/-/w:300/plain/http://h/a.jpg"), dialect: Some("imgproxy"), ..line() };
+        let mut text = String::new();
+        imgproxy.write(&mut text, LogFormat::Text);
+        assert!(text.contains(" route=/-/w:300/plain/http://h/a.jpg dialect=\"imgproxy\" target_host="), "{text}");
+        let mut json = String::new();
+        imgproxy.write(&mut json, LogFormat::Json);
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (json["route"].as_str(), json["dialect"].as_str()),
+            (Some("/-/w:300/plain/http://h/a.jpg"), Some("imgproxy"))
+        );
+        let mut native = String::new();
+        line().write(&mut native, LogFormat::Json);
+        assert!(!native.contains("dialect"), "{native}");
     }
 
     #[test]
