@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use mirage_cache::CacheKey;
 
-use super::{AcceptClass, ImageRequest, RequestError, Route, parse_route};
+use super::{AcceptClass, DialectRequest, ImageRequest, RequestError, Route, RouteContext, parse_route_in};
 
 /// Most memory the map holds: keys (whole URLs) plus about `ENTRY_OVERHEAD` each.
 const MEMO_BUDGET_BYTES: u64 = 16 * 1024 * 1024;
@@ -60,6 +60,9 @@ pub enum MemoRoute {
         /// The `sig=` value as written, when the options carried one.
         signature: Option<Arc<str>>,
     },
+    /// An image asked in another service's URL dialect: parsed each time, not kept (dialects are how pages
+    /// arrive while they move to Mirage; they carry their own signatures and extras).
+    Dialect(Box<DialectRequest>),
     /// Not one of our paths.
     NotFound,
 }
@@ -125,11 +128,13 @@ impl RouteMemo {
         RouteMemo { parsed }
     }
 
-    /// [`parse_route`] of `path` and `query`, for a client whose `Accept` header is `accept`, with the image request
-    /// keyed; `path_and_query` is the URI's raw path and query (what the map is keyed by). The same answer as
-    /// `parse_route(path, query, accept)`, from the map when the URL was seen before.
+    /// [`parse_route_in`] of `path` and `query` in `context`, for a client whose `Accept` header is `accept`, with a
+    /// native image request keyed; `path_and_query` is the URI's raw path and query (what the map is keyed by). The
+    /// same answer as `parse_route_in(context, path, query, accept)`, from the map when the URL was seen before.
+    /// One memo serves one context (the server's, fixed for its life).
     pub fn route(
         &self,
+        context: &RouteContext,
         path_and_query: &str,
         path: &str,
         query: &str,
@@ -138,11 +143,13 @@ impl RouteMemo {
         if let Some(parsed) = self.parsed.get(path_and_query) {
             return Ok(MemoRoute::Image { request: parsed.request_for(accept), signature: parsed.signature.clone() });
         }
-        match parse_route(path, query, None)? {
+        match parse_route_in(context, path, query, accept)? {
             Route::Health => Ok(MemoRoute::Health),
             Route::NotFound => Ok(MemoRoute::NotFound),
+            Route::Dialect(dialect) => Ok(MemoRoute::Dialect(dialect)),
             Route::Image { request, signature } => {
-                let parsed = Arc::new(Parsed::new(request, signature));
+                // Kept as a client without WebP or AVIF would have it; each class is made from that.
+                let parsed = Arc::new(Parsed::new(request.for_accept_class(AcceptClass::Basic), signature));
                 self.parsed.insert(Box::from(path_and_query), Arc::clone(&parsed));
                 Ok(MemoRoute::Image { request: parsed.request_for(accept), signature: parsed.signature.clone() })
             }
@@ -152,6 +159,7 @@ impl RouteMemo {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse_route;
     use super::*;
 
     const TARGET: &str = "http://static.1sapp.com/qupost/img/a.jpeg";
@@ -164,7 +172,7 @@ mod tests {
         };
         for _ in 0..2 {
             let Ok(MemoRoute::Image { request, signature: memo_signature }) =
-                memo.route(&path_and_query, path, query, accept)
+                memo.route(&RouteContext::NATIVE, &path_and_query, path, query, accept)
             else {
                 panic!("{path_and_query} is an image route");
             };
@@ -172,7 +180,7 @@ mod tests {
             assert_eq!(request.key(), direct.key());
             assert_eq!(memo_signature.as_deref(), signature.as_deref());
         }
-        match memo.route(&path_and_query, path, query, accept) {
+        match memo.route(&RouteContext::NATIVE, &path_and_query, path, query, accept) {
             Ok(MemoRoute::Image { request, .. }) => request,
             other => panic!("{other:?}"),
         }
@@ -210,12 +218,37 @@ mod tests {
     fn errors_and_other_routes_are_not_kept() {
         let memo = RouteMemo::new();
         for _ in 0..2 {
-            assert!(matches!(memo.route("/w=huge/?x", "/w=huge/", TARGET, None), Err(RequestError::Options(_))));
-            assert!(matches!(memo.route("/healthz", "/healthz", "", None), Ok(MemoRoute::Health)));
-            assert!(matches!(memo.route("/a/b?c", "/a/b", "c", None), Ok(MemoRoute::NotFound)));
+            assert!(matches!(
+                memo.route(&RouteContext::NATIVE, "/w=huge/?x", "/w=huge/", TARGET, None),
+                Err(RequestError::Options(_))
+            ));
+            assert!(matches!(
+                memo.route(&RouteContext::NATIVE, "/healthz", "/healthz", "", None),
+                Ok(MemoRoute::Health)
+            ));
+            assert!(matches!(memo.route(&RouteContext::NATIVE, "/a/b?c", "/a/b", "c", None), Ok(MemoRoute::NotFound)));
         }
         memo.parsed.run_pending_tasks();
         assert_eq!(memo.parsed.entry_count(), 0);
+    }
+
+    #[test]
+    fn dialect_routes_are_answered_but_not_kept() {
+        let memo = RouteMemo::new();
+        let context = RouteContext { dialects: super::super::Dialects::ALL, origin: None };
+        let query = "url=static.1sapp.com/qupost/img/a.jpeg&w=300";
+        for _ in 0..2 {
+            let Ok(MemoRoute::Dialect(dialect)) = memo.route(&context, &format!("/?{query}"), "/", query, None) else {
+                panic!("a weserv URL");
+            };
+            assert_eq!(dialect.request.target.canonical(), TARGET);
+        }
+        memo.parsed.run_pending_tasks();
+        assert_eq!(memo.parsed.entry_count(), 0);
+        // The same map still keeps native URLs in that context.
+        let _ = memo.route(&context, &format!("/w=300/?{TARGET}"), "/w=300/", TARGET, None);
+        memo.parsed.run_pending_tasks();
+        assert_eq!(memo.parsed.entry_count(), 1);
     }
 
     #[test]
@@ -225,7 +258,7 @@ mod tests {
         let count = 4 * MEMO_BUDGET_BYTES / u64::from(ENTRY_OVERHEAD);
         for n in 0..count {
             let query = format!("http://h.example/{n}.jpg");
-            let _ = memo.route(&format!("/?{query}"), "/", &query, None);
+            let _ = memo.route(&RouteContext::NATIVE, &format!("/?{query}"), "/", &query, None);
         }
         memo.parsed.run_pending_tasks();
         assert!(memo.parsed.weighted_size() <= MEMO_BUDGET_BYTES, "{}", memo.parsed.weighted_size());
