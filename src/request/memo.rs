@@ -105,6 +105,12 @@ impl Parsed {
     }
 }
 
+/// What one memoized URL weighs against `MEMO_BUDGET_BYTES`.
+#[expect(clippy::borrowed_box, reason = "moka's weigher takes the key type by reference")]
+fn weigh(url: &Box<str>, _: &Arc<Parsed>) -> u32 {
+    u32::try_from(url.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD)
+}
+
 /// The bounded map of parsed URLs; one per server, shared by its connections.
 pub struct RouteMemo {
     parsed: moka::sync::Cache<Box<str>, Arc<Parsed>, foldhash::fast::RandomState>,
@@ -121,9 +127,7 @@ impl RouteMemo {
     pub fn new() -> RouteMemo {
         let parsed = moka::sync::Cache::builder()
             .max_capacity(MEMO_BUDGET_BYTES)
-            .weigher(|url: &Box<str>, _: &Arc<Parsed>| {
-                u32::try_from(url.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD)
-            })
+            .weigher(weigh)
             .build_with_hasher(foldhash::fast::RandomState::default());
         RouteMemo { parsed }
     }
