@@ -73,6 +73,8 @@ async fn every_dialect_gives_the_size_and_format_it_asks_for() {
         (format!("/insecure/rs:fill:120:90/plain/{source}@png"), ImageFormat::Png, (120, 90)),
         (format!("/insecure/w:250/{}.jpg", base64url(&source)), ImageFormat::Jpeg, (250, 178)),
         (format!("/unsafe/fit-in/150x150/{host}{PHOTO}"), ImageFormat::Jpeg, (150, 107)),
+        // thumbor's fit-in never enlarges.
+        (format!("/unsafe/fit-in/900x900/{host}{PHOTO}"), ImageFormat::Jpeg, (500, 355)),
         (format!("/unsafe/100x100/filters:format(png)/{host}{PHOTO}"), ImageFormat::Png, (100, 100)),
     ];
     for (path, format, (width, height)) in cases {

@@ -17,7 +17,7 @@ pub use options::{
     Allowed, Fit, FormatChoice, Gravity, MAX_DIMENSION, OPTIONS, OptionKey, OptionSpec, OptionsError, Rgba, Rotate,
     Tenths, TransformOptions,
 };
-pub use route::{Route, parse_route, parse_route_in, target_of_any_spelling};
+pub use route::{Route, image_service_target, parse_route, parse_route_in, target_of_any_spelling};
 pub use target::{Target, TargetError};
 
 use mirage_cache::CacheKey;

@@ -109,6 +109,24 @@ pub fn target_of_any_spelling(text: &str) -> Result<Target, RequestError> {
     Ok(Target::parse(text)?)
 }
 
+/// The image that an absolute URL of an image service asks for, when the URL is written in a spelling Mirage
+/// reads (the CORS form `https://host/?{url}`, or a URL dialect) and names another image than itself; `None` for an
+/// image's own URL. For reading pages (`mirage urls`, `warm`, `rewrite`), where an ordinary link may look like a
+/// path dialect by chance: `https://cdn.example/unsafe/photos/a.jpg` is thumbor's spelling of `http://photos/a.jpg`.
+/// A path-shaped reading (Cloudflare, imgproxy, thumbor) whose image host is a single-label name (no dot, not an
+/// IP address) is not believed: real pages name public hosts. The query forms (`/?{url}`, weserv's `/?url=`) are
+/// unambiguous and always read.
+pub fn image_service_target(url: &str) -> Option<Target> {
+    let own = Target::parse(url).ok()?;
+    let named = target_of_any_spelling(url).ok().filter(|named| named.canonical() != own.canonical())?;
+    let query_form = after_authority(url.trim()).is_some_and(|rest| rest.starts_with("/?"));
+    let public_name = match named.url().host()? {
+        url::Host::Domain(name) => name.trim_end_matches('.').contains('.'),
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => true,
+    };
+    (query_form || public_name).then_some(named)
+}
+
 /// The path and query of an absolute `http`/`https` URL (from the first `/` after the host), if `text` is one.
 fn after_authority(text: &str) -> Option<&str> {
     let scheme_len = ["http://", "https://"]

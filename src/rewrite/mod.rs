@@ -15,7 +15,7 @@ use std::ops::Range;
 
 pub use diff::unified_diff;
 
-use crate::request::{MAX_DIMENSION, Target, target_of_any_spelling};
+use crate::request::{MAX_DIMENSION, Target, image_service_target};
 use crate::warm::extract::{self, Normaliser, Spot};
 
 /// The Mirage URL prefix the rewritten URLs start with: an absolute http(s) URL without a trailing slash.
@@ -209,11 +209,11 @@ impl Rewriter {
             if host == self.options.base.host {
                 return Verdict::Leave("on the Mirage host");
             }
-            match target_of_any_spelling(text) {
+            match image_service_target(text) {
                 // A proxy's own spelling (the CORS form on any host, or a dialect): its target, not the URL.
-                Ok(target) if target.canonical() != direct.canonical() => (target, host),
-                _ if self.options.hotlinks => (direct, "hotlink".to_owned()),
-                _ => return Verdict::Leave("hotlink"),
+                Some(target) => (target, host),
+                None if self.options.hotlinks => (direct, "hotlink".to_owned()),
+                None => return Verdict::Leave("hotlink"),
             }
         };
         // Mirage relays images only, and SVG is a document that can carry script: it answers 415, so an SVG

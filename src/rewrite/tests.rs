@@ -76,27 +76,41 @@ fn dialect_urls_are_rewritten_to_their_targets() {
         target: Target::parse(target).expect("target"),
         source: source.to_owned(),
     };
-    let base64 = "aHR0cHM6Ly9oL2EuanBn"; // base64url of https://h/a.jpg
+    let base64 = "aHR0cHM6Ly9oLmV4YW1wbGUvYS5qcGc"; // base64url of https://h.example/a.jpg
     let cases = [
         ("https://images.weserv.nl/?url=https://h/a.jpg&w=300", "https://h/a.jpg", "images.weserv.nl"),
         ("https://wsrv.nl/?url=h/a.jpg", "http://h/a.jpg", "wsrv.nl"),
         ("https://wsrv.nl/?url=ssl:h/a.jpg&w=300&h=200&fit=cover", "https://h/a.jpg", "wsrv.nl"),
-        ("https://blog.example/cdn-cgi/image/width=300,format=auto/https://h/a.jpg", "https://h/a.jpg", "blog.example"),
-        ("https://ip.example/insecure/rs:fit:300:0/plain/https://h/a.jpg", "https://h/a.jpg", "ip.example"),
-        (&format!("https://ip.example/insecure/rs:fit:300:0/{base64}.jpg"), "https://h/a.jpg", "ip.example"),
-        ("https://th.example/unsafe/300x0/https://h/a.jpg", "https://h/a.jpg", "th.example"),
-        ("https://th.example/unsafe/fit-in/300x200/filters:quality(80)/h/a.jpg", "http://h/a.jpg", "th.example"),
+        (
+            "https://blog.example/cdn-cgi/image/width=300,format=auto/https://h.example/a.jpg",
+            "https://h.example/a.jpg",
+            "blog.example",
+        ),
+        (
+            "https://ip.example/insecure/rs:fit:300:0/plain/https://h.example/a.jpg",
+            "https://h.example/a.jpg",
+            "ip.example",
+        ),
+        (&format!("https://ip.example/insecure/rs:fit:300:0/{base64}.jpg"), "https://h.example/a.jpg", "ip.example"),
+        ("https://th.example/unsafe/300x0/https://h.example/a.jpg", "https://h.example/a.jpg", "th.example"),
+        (
+            "https://th.example/unsafe/fit-in/300x200/filters:quality(80)/h.example/a.jpg",
+            "http://h.example/a.jpg",
+            "th.example",
+        ),
     ];
     for (url, target, source) in cases {
         assert_eq!(r.classify(url), moves_to(target, source), "{url}");
     }
+    // An ordinary link that merely looks like a dialect (thumbor's `unsafe/` before a single-label "host") is a
+    // hotlink, not a proxy URL.
+    assert_eq!(r.classify("https://cdn.example/unsafe/photos/a.jpg"), Verdict::Leave("hotlink"));
     // A relative Cloudflare path names the site's own image: left alone like any relative URL.
     assert_eq!(r.classify("/cdn-cgi/image/width=300/https://h/a.jpg"), Verdict::Leave("relative"));
-    let text =
-        "![a](https://images.weserv.nl/?url=h/a.jpg&w=300)\n\n<img src=\"https://th.example/unsafe/300x0/h/b.jpg\">\n";
+    let text = "![a](https://images.weserv.nl/?url=h/a.jpg&w=300)\n\n<img src=\"https://th.example/unsafe/300x0/h.example/b.jpg\">\n";
     let (out, outcome) = rewrite(text, "md");
     assert!(out.starts_with("![a](https://img.example.com/?http://h/a.jpg)\n"), "{out}");
-    assert!(out.contains("src=\"https://img.example.com/width=640,format=auto/?http://h/b.jpg\""), "{out}");
+    assert!(out.contains("src=\"https://img.example.com/width=640,format=auto/?http://h.example/b.jpg\""), "{out}");
     assert_eq!(outcome.rewritten_count(), 2);
 }
 

@@ -35,8 +35,15 @@ pub fn parse(
             let origin = origin.ok_or_else(|| {
                 DialectError::new(CLOUDFLARE, "source", "a relative image path needs --origin (the site's URL)")
             })?;
-            let joined = origin
-                .join(source.trim_start_matches('/'))
+            // Under `--origin` taken as a directory, whether or not it ends in `/` (the site's root as Cloudflare
+            // resolves a zone's paths, or the folder the site lives in on another server), and never as a
+            // scheme-relative or backslash path, which would name another host.
+            let mut base = origin.clone();
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
+            let joined = base
+                .join(source.trim_start_matches(['/', '\\']))
                 .map_err(|error| DialectError::new(CLOUDFLARE, "source", format!("cannot resolve it: {error}")))?;
             Target::parse(joined.as_str())?
         }
@@ -152,9 +159,19 @@ mod tests {
 
     #[test]
     fn origin_with_a_path_resolves_relative_sources_under_it() {
+        for origin in ["https://example.com/blog/", "https://example.com/blog"] {
+            for source in ["img/a.jpg", "/img/a.jpg", "//img/a.jpg", "\\\\img/a.jpg"] {
+                assert_eq!(
+                    canonical(&format!("/cdn-cgi/image/width=80/{source}"), Some(origin)),
+                    Ok("width=80/?https://example.com/blog/img/a.jpg".to_owned()),
+                    "{origin} {source}"
+                );
+            }
+        }
+        // A source never leaves the origin's host.
         assert_eq!(
-            canonical("/cdn-cgi/image/width=80/img/a.jpg", Some("https://example.com/blog/")),
-            Ok("width=80/?https://example.com/blog/img/a.jpg".to_owned())
+            canonical("/cdn-cgi/image/width=80/\\evil.example/a.jpg", Some("https://example.com/")),
+            Ok("width=80/?https://example.com/evil.example/a.jpg".to_owned())
         );
     }
 }

@@ -246,6 +246,10 @@ impl NativeOptions {
         let dialect = self.dialect;
         // Each pair alone first: a bad value is the fault of one parameter, named as written.
         for (key, value, parameter) in &self.pairs {
+            // A value is one value: `w=300,format=auto` must not smuggle a second native option in.
+            if value.contains([',', '=']) {
+                return Err(DialectError::new(dialect, parameter, format!("value {value:?} is not one value")));
+            }
             TransformOptions::parse(&format!("{key}={value}")).map_err(|error| {
                 DialectError::new(dialect, parameter, format!("value {value:?} is refused: {error}"))
             })?;

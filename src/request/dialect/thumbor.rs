@@ -82,6 +82,8 @@ struct Draft {
     native: NativeOptions,
     fit_in: bool,
     fill: bool,
+    /// `filters:upscale()`: `fit-in` may enlarge.
+    upscale: bool,
 }
 
 /// `filters:name(args):name(args)`.
@@ -116,6 +118,7 @@ fn filters(draft: &mut Draft, list: &str) -> Result<(), DialectError> {
                 draft.native.set("fill", "background", colour(first)?);
                 draft.fill = true;
             }
+            "upscale" => draft.upscale = true,
             "blur" => {
                 // blur(radius[, sigma]): the sigma is the radius unless given; Mirage's blur is the sigma.
                 let sigma = args.split(',').nth(1).map_or(first, str::trim);
@@ -138,7 +141,7 @@ pub fn parse(path: &str, query: &str, accept: Option<&str>) -> Result<DialectReq
         return Err(DialectError::new(THUMBOR, "path", "expected /unsafe/{options}/{image}").into());
     };
     let signed_path = if query.is_empty() { rest.to_owned() } else { format!("{rest}?{query}") };
-    let mut draft = Draft { native: NativeOptions::new(THUMBOR), fit_in: false, fill: false };
+    let mut draft = Draft { native: NativeOptions::new(THUMBOR), fit_in: false, fill: false, upscale: false };
     let (mut width, mut height) = (0, 0);
     let (mut halign, mut valign) = ("center", "middle");
     let segments: Vec<&str> = rest.split('/').collect();
@@ -179,11 +182,14 @@ pub fn parse(path: &str, query: &str, accept: Option<&str>) -> Result<DialectReq
         draft.native.set("size", "height", height);
     }
     if width > 0 || height > 0 {
-        // thumbor crops to the exact box unless `fit-in`; it enlarges by default (its UPSCALE setting).
+        // thumbor crops to the exact box unless `fit-in`, enlarging by default (its UPSCALE setting); `fit-in`
+        // never enlarges unless `filters:upscale()` says so.
         let fit = match (draft.fit_in, width > 0 && height > 0) {
             (true, true) if draft.fill => "pad",
+            (true, _) if draft.upscale => "contain",
+            (true, _) => "scale-down",
             (false, true) => "cover",
-            _ => "contain",
+            (false, false) => "contain",
         };
         draft.native.set("fit-in", "fit", fit);
     }
@@ -228,7 +234,8 @@ mod tests {
         let table = [
             (format!("/unsafe/300x200/{IMAGE}"), want("fit=cover,height=200,width=300")),
             (format!("/unsafe/300x200/smart/{IMAGE}"), "thumbor parameter \"smart\": not supported by Mirage (see the README, \"URL dialects\")".to_owned()),
-            (format!("/unsafe/fit-in/300x200/{IMAGE}"), want("fit=contain,height=200,width=300")),
+            (format!("/unsafe/fit-in/300x200/{IMAGE}"), want("height=200,width=300")),
+            (format!("/unsafe/fit-in/300x200/filters:upscale()/{IMAGE}"), want("fit=contain,height=200,width=300")),
             (format!("/unsafe/300x0/{IMAGE}"), want("fit=contain,width=300")),
             (format!("/unsafe/x200/{IMAGE}"), want("fit=contain,height=200")),
             (format!("/unsafe/-300x200/{IMAGE}"), "thumbor parameter \"size\": value \"-300x200\" is not supported: Mirage does not flip images (-W or -H)".to_owned()),

@@ -64,8 +64,16 @@ fn fit(parameters: &Parameters, options: &mut NativeOptions) -> Result<(), Diale
         }
         ("cover", false) => "cover",
         ("cover", true) => "crop",
-        ("fill", _) => "fill",
-        ("contain", _) => "pad",
+        ("fill", false) => "fill",
+        ("contain", false) => "pad",
+        // Mirage's `fill` and `pad` always make the box's size: there is no native way to keep them from enlarging.
+        (fit @ ("fill" | "contain"), true) => {
+            return Err(DialectError::new(
+                WESERV,
+                "we",
+                format!("is not supported with fit={fit}: Mirage's fill and pad always make the box's size"),
+            ));
+        }
         (other, _) => return Err(fit_value(other)),
     };
     options.set("fit", "fit", native);

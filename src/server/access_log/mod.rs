@@ -57,15 +57,13 @@ pub(super) fn record(
             }
         },
     };
-    // imgproxy's and thumbor's signatures are the path's first segment: left out like a native `sig`.
-    let unsigned_path: String;
-    let route = match outcome.dialect {
-        Some(Dialect::Imgproxy | Dialect::Thumbor) => {
-            let after_signature = uri.path().get(1..).and_then(|rest| rest.find('/').map(|slash| &rest[slash..]));
-            unsigned_path = format!("/-{}", after_signature.unwrap_or_default());
-            unsigned_path.as_str()
-        }
-        _ => uri.path(),
+    // Paths of more than one segment are the URL dialects' (or no route): their secrets are left out too.
+    let dialect_path: String;
+    let route = if is_native_shape(uri.path()) {
+        uri.path()
+    } else {
+        dialect_path = without_dialect_secrets(uri.path());
+        dialect_path.as_str()
     };
     let line = Line {
         method: method.as_str(),
@@ -338,6 +336,38 @@ fn split_plain(raw: &str) -> Option<(&str, &str)> {
     Some((host, if path.is_empty() { "/" } else { path }))
 }
 
+/// At most one segment (`/`, `/{options}/`, `/healthz`): Mirage's own grammar, whose only secret (`sig`) `Route`
+/// leaves out.
+fn is_native_shape(path: &str) -> bool {
+    !path.trim_matches('/').contains('/')
+}
+
+/// A path of more than one segment without its secrets: a first segment that may be imgproxy's or thumbor's
+/// signature (anything but `insecure`, `unsafe`, `_` and `cdn-cgi`) becomes `-`, whether or not the request parsed,
+/// and the userinfo of a source URL written in the path (`https://user:password@host/`) is dropped.
+fn without_dialect_secrets(path: &str) -> String {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+    let first = if matches!(first, "insecure" | "unsafe" | "_" | "cdn-cgi") { first } else { "-" };
+    let mut out = String::with_capacity(path.len());
+    out.push('/');
+    out.push_str(first);
+    if !after.is_empty() || rest.contains('/') {
+        out.push('/');
+    }
+    let mut after = after;
+    while let Some(scheme_end) = after.find("://") {
+        let (head, authority_and_more) = after.split_at(scheme_end + 3);
+        out.push_str(head);
+        let authority_end = authority_and_more.find('/').unwrap_or(authority_and_more.len());
+        let authority = &authority_and_more[..authority_end];
+        out.push_str(authority.rsplit_once('@').map_or(authority, |(_, host)| host));
+        after = &authority_and_more[authority_end..];
+    }
+    out.push_str(after);
+    out
+}
+
 /// A host with its port when the URL names one.
 struct HostPort<'a>(&'a str, Option<u16>);
 
@@ -471,6 +501,24 @@ mod tests {
     #[test]
     fn a_dialect_request_names_its_dialect_after_the_route() {
         let imgproxy = Line { route: Route("/-/w:300/plain/http://h/a.jpg"), dialect: Some("imgproxy"), ..line() };
+        // The path as the record writes it: signatures and source userinfo left out, parsed or not.
+        for (path, logged) in [
+            (
+                "/AfrOrF3gWeDA6VOlDG4TzxMv39O7MXnF4CXpKUwGqRM/w:300/plain/http://h/a.jpg",
+                "/-/w:300/plain/http://h/a.jpg",
+            ),
+            ("/insecure/w:300/plain/https://u:p@h/a.jpg", "/insecure/w:300/plain/https://h/a.jpg"),
+            ("/unsafe/300x0/https://user@h/a.jpg", "/unsafe/300x0/https://h/a.jpg"),
+            ("/cdn-cgi/image/width=80/https://u:p@h/a.jpg", "/cdn-cgi/image/width=80/https://h/a.jpg"),
+            ("/c2lnbmF0dXJlLW9mLXRodW1ib3I=/fit-in/10x10/h/a.jpg", "/-/fit-in/10x10/h/a.jpg"),
+            ("/a/b", "/-/b"),
+        ] {
+            assert!(!is_native_shape(path), "{path}");
+            assert_eq!(without_dialect_secrets(path), logged, "{path}");
+        }
+        for native in ["/", "/w=300/", "/sig=abc,w=300/", "/healthz"] {
+            assert!(is_native_shape(native), "{native}");
+        }
         let mut text = String::new();
         imgproxy.write(&mut text, LogFormat::Text);
         assert!(text.contains(" route=/-/w:300/plain/http://h/a.jpg dialect=\"imgproxy\" target_host="), "{text}");

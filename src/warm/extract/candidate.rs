@@ -3,7 +3,7 @@
 //! The server's own `Target::parse` decides what a target is (absolute http(s), percent-decoded at most twice,
 //! its own query kept, fragment dropped), so a URL printed here is exactly the cache key the server will use.
 
-use crate::request::{Target, TargetError, target_of_any_spelling};
+use crate::request::{Target, TargetError, image_service_target};
 
 /// Proxy prefixes stripped without being asked: the CORS worker the seed blog uses.
 const BUILT_IN_PREFIXES: [&str; 1] = ["https://cors.zfour.workers.dev/?"];
@@ -119,9 +119,9 @@ impl Normaliser {
             // An absolute URL may itself be a request to an image service in a spelling Mirage reads (a weserv
             // `?url=`, a Cloudflare `/cdn-cgi/image/`, imgproxy or thumbor path, any `https://host/?{url}` proxy):
             // the image is its target, as `mirage rewrite` and the server read it.
-            Ok(target) if !proxied => match target_of_any_spelling(text) {
-                Ok(named) if named != target => Candidate::Url { url: named.canonical().to_owned(), proxied: true },
-                _ => Candidate::Url { url: target.canonical().to_owned(), proxied },
+            Ok(target) if !proxied => match image_service_target(text) {
+                Some(named) => Candidate::Url { url: named.canonical().to_owned(), proxied: true },
+                None => Candidate::Url { url: target.canonical().to_owned(), proxied },
             },
             Ok(target) => Candidate::Url { url: target.canonical().to_owned(), proxied },
             Err(error) => Candidate::Dropped(drop_reason(error)),

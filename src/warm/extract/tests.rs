@@ -33,18 +33,20 @@ fn front_matter_then_markdown_body() {
 /// `mirage urls` lists the same images before and after a rewrite.
 #[test]
 fn dialect_urls_name_their_targets() {
-    let text = "![w](https://images.weserv.nl/?url=h/1.jpg&w=300)\n![c](https://b.example/cdn-cgi/image/width=300/https://h/2.jpg)\n\
-                ![i](https://ip.example/insecure/rs:fit:300:0/plain/https://h/3.jpg)\n![t](https://th.example/unsafe/300x0/h/4.jpg)\n\
-                ![own](https://h.example/dir/?a=b)\n";
+    let text = "![w](https://images.weserv.nl/?url=h/1.jpg&w=300)\n![c](https://b.example/cdn-cgi/image/width=300/https://h.example/2.jpg)\n\
+                ![i](https://ip.example/insecure/rs:fit:300:0/plain/https://h.example/3.jpg)\n\
+                ![t](https://th.example/unsafe/300x0/h.example/4.jpg)\n![own](https://h.example/dir/?a=b)\n\
+                ![not thumbor](https://cdn.example/unsafe/photos/5.jpg)\n";
     let (urls, dropped) = scan(text, Some("md"));
     assert_eq!(
         urls,
         [
             found(1, "http://h/1.jpg", true),
-            found(2, "https://h/2.jpg", true),
-            found(3, "https://h/3.jpg", true),
-            found(4, "http://h/4.jpg", true),
+            found(2, "https://h.example/2.jpg", true),
+            found(3, "https://h.example/3.jpg", true),
+            found(4, "http://h.example/4.jpg", true),
             found(5, "https://h.example/dir/?a=b", false),
+            found(6, "https://cdn.example/unsafe/photos/5.jpg", false),
         ]
     );
     assert!(dropped.is_empty());
