@@ -19,7 +19,7 @@ const OLD_PROXY: &str = "https://old-proxy.example.net/fetch?url=";
 const CORS: &str = "https://cors.zfour.workers.dev/?";
 const SUMMARY: &str = "files, 3 changed, 18 URLs rewritten, 0 failed\n  from cors.zfour.workers.dev/?: 16\n  from \
                        old-proxy.example.net/fetch?url=: 2\n  left alone: 1 already Mirage, 1 data:, 3 hotlink \
-                       (--hotlinks rewrites them), 2 relative, 1 svg\n";
+                       (--keep-hotlinks), 2 relative, 1 svg\n";
 
 fn fixtures(which: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rewrite").join(which)
@@ -38,8 +38,10 @@ fn mirage(args: &[&str], home: &Path) -> Output {
     command.output().expect("run mirage")
 }
 
+/// `mirage rewrite` with `--keep-hotlinks`: the golden files keep the posts' hotlinks, so that each shows every
+/// kind of URL left alone (`hotlinks_move_by_default_and_svg_never` runs the default).
 fn rewrite(args: &[&str], home: &Path) -> Output {
-    let mut all = vec!["rewrite", "--base", BASE, "--proxy-prefix", OLD_PROXY];
+    let mut all = vec!["rewrite", "--base", BASE, "--proxy-prefix", OLD_PROXY, "--keep-hotlinks"];
     all.extend_from_slice(args);
     mirage(&all, home)
 }
@@ -219,7 +221,7 @@ fn dry_run_prints_a_diff_that_patch_applies_and_writes_nothing() {
         stderr(&output),
         "mirage rewrite (dry run, nothing written): 1 file, 1 changed, 5 URLs rewritten, 0 failed\n  from \
          cors.zfour.workers.dev/?: 3\n  from old-proxy.example.net/fetch?url=: 2\n  left alone: 2 hotlink \
-         (--hotlinks rewrites them), 1 relative\n"
+         (--keep-hotlinks), 1 relative\n"
     );
     // The diff is a real one: `patch` turns the input into the expected output.
     let patched = Command::new("patch")
@@ -402,15 +404,18 @@ async fn width_and_height_come_from_originals_that_warm_cached() {
 }
 
 #[test]
-fn hotlinks_move_only_when_asked_and_svg_never() {
+fn hotlinks_move_by_default_and_svg_never() {
     let home = tempfile::tempdir().expect("tempdir");
     let dir = home.path().join("blog");
     copy_inputs(&dir);
     let out = home.path().join("out");
     let file = dir.join("posts/2022/markdown.md");
 
-    let output =
-        rewrite(&["--hotlinks", "--out", path(&out), path(&file), path(&dir.join("posts/entities.html"))], home.path());
+    let entities = dir.join("posts/entities.html");
+    let output = mirage(
+        &["rewrite", "--base", BASE, "--proxy-prefix", OLD_PROXY, "--out", path(&out), path(&file), path(&entities)],
+        home.path(),
+    );
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert_eq!(
         stderr(&output),
@@ -425,7 +430,7 @@ fn hotlinks_move_only_when_asked_and_svg_never() {
     let html = fs::read_to_string(out.join("entities.html")).expect("written under its name");
     assert!(html.contains(&format!("<img src=\"{BASE}/width=1280,format=auto/?https://cdn.example.net/hotlink.jpg\"")));
     assert!(html.contains(&format!("<img src=\"{CORS}https://shields.example/badge.svg\" alt=\"SVG: stays\">")));
-    // Without --hotlinks, the same files keep their hotlinks (the golden files show it), and the links that are
+    // With --keep-hotlinks the same files keep their hotlinks (the golden files show it), and the links that are
     // not images stay in both runs.
     assert!(markdown.contains(&format!("[link to a picture]({CORS}https://pics.example.org/link.jpg)")));
 }

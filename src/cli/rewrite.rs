@@ -42,7 +42,7 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
     let rewriter = Rewriter::new(RewriteOptions {
         base: args.base.clone(),
         widths,
-        hotlinks: args.hotlinks,
+        hotlinks: !args.keep_hotlinks,
         proxy_prefixes: args.extract.proxy_prefixes.clone(),
     });
     let size_of = |target: &Target| -> Option<(u32, u32)> {
@@ -105,7 +105,7 @@ pub fn run(args: &RewriteArgs) -> ExitCode {
         }
     }
     let _ = stdout.flush();
-    eprint!("{}", run.summary(args.dry_run, args.hotlinks));
+    eprint!("{}", run.summary(args.dry_run));
     if run.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
@@ -194,7 +194,7 @@ impl Run {
     }
 
     /// `mirage rewrite: 3 files, 2 changed, 5 URLs rewritten, 0 failed`, then the URLs by source and those left.
-    fn summary(&self, dry_run: bool, hotlinks: bool) -> String {
+    fn summary(&self, dry_run: bool) -> String {
         let rewritten: usize = self.rewritten.values().sum();
         let mut out = format!(
             "mirage rewrite{}: {} {}, {} changed, {rewritten} URLs rewritten, {} failed\n",
@@ -212,7 +212,7 @@ impl Run {
                 .left
                 .iter()
                 .map(|(reason, count)| match reason.as_str() {
-                    "hotlink" if !hotlinks => format!("{count} hotlink (--hotlinks rewrites them)"),
+                    "hotlink" => format!("{count} hotlink (--keep-hotlinks)"),
                     _ => format!("{count} {reason}"),
                 })
                 .collect();

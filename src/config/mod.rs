@@ -49,7 +49,7 @@ pub enum Command {
     /// Remove images (each original and every variant of it) from a running server's cache (`--server`) or from
     /// a cache directory (`--cache-dir`).
     Purge(PurgeArgs),
-    /// Point the images of articles at Mirage: proxied URLs (and, with --hotlinks, direct ones) become
+    /// Point the images of articles at Mirage: proxied URLs and direct hotlinks become
     /// `{base}/?{url}`, and `<img>` gets srcset, lazy loading and its size; nothing else in a file changes.
     Rewrite(RewriteArgs),
 }
@@ -272,9 +272,10 @@ pub struct RewriteArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Also point direct hotlinks (absolute http(s) images on any host but the base's) at Mirage.
+    /// Leave direct hotlinks (absolute http(s) images on any host but the base's) where they are; by default they
+    /// are pointed at Mirage like proxied ones.
     #[arg(long)]
-    pub hotlinks: bool,
+    pub keep_hotlinks: bool,
 
     /// The disk cache `mirage warm` filled: `<img>` gets `width` and `height` from the originals found there
     /// [default: the one `serve` uses, when it exists].
