@@ -272,9 +272,32 @@ fn quoted_word(out: &mut String, word: &'static str) {
     out.push('"');
 }
 
+/// Bytes of printable ASCII, less those `except` names: one table lookup per byte where a chain of comparisons
+/// cost more than the line's other work.
+const fn printable_ascii_except(except: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut byte = 0x20;
+    while byte < 0x7f {
+        table[byte] = true;
+        byte += 1;
+    }
+    let mut index = 0;
+    while index < except.len() {
+        table[except[index] as usize] = false;
+        index += 1;
+    }
+    table
+}
+
+/// What `Debug` writes as it is inside quotes.
+const DEBUG_PLAIN: [bool; 256] = printable_ascii_except(b"\"\\");
+
+/// What a route is written with as it is: no `%` to decode, and not the first letter of `sig` (checked apart).
+const ROUTE_PLAIN: [bool; 256] = printable_ascii_except(b"%sS");
+
 /// `value` as `Debug` quotes it: most values need no escaping and are copied as they are.
 fn debug_string(out: &mut String, value: &str) -> fmt::Result {
-    if !value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if !value.bytes().all(|b| DEBUG_PLAIN[usize::from(b)]) {
         return write!(out, "{value:?}");
     }
     out.push('"');
@@ -339,7 +362,10 @@ fn split_plain(raw: &str) -> Option<(&str, &str)> {
 /// At most one segment (`/`, `/{options}/`, `/healthz`): Mirage's own grammar, whose only secret (`sig`) `Route`
 /// leaves out.
 fn is_native_shape(path: &str) -> bool {
-    !path.trim_matches('/').contains('/')
+    let bytes = path.as_bytes();
+    let inner = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    let inner = inner.strip_suffix(b"/").unwrap_or(inner);
+    !inner.contains(&b'/')
 }
 
 /// A path of more than one segment without its secrets: a first segment that may be imgproxy's or thumbor's
@@ -392,10 +418,9 @@ impl Route<'_> {
         // below), or what may start `sig` in any case sends the path the long way.
         let bytes = self.0.as_bytes();
         let plain = bytes.iter().enumerate().all(|(at, &b)| {
-            (0x20..0x7f).contains(&b)
-                && b != b'%'
-                && !(b.eq_ignore_ascii_case(&SIGNATURE_KEY.as_bytes()[0])
-                    && bytes
+            ROUTE_PLAIN[usize::from(b)]
+                || (b.eq_ignore_ascii_case(&SIGNATURE_KEY.as_bytes()[0])
+                    && !bytes
                         .get(at..at + SIGNATURE_KEY.len())
                         .is_some_and(|w| w.eq_ignore_ascii_case(SIGNATURE_KEY.as_bytes())))
         });
