@@ -434,3 +434,25 @@ fn hotlinks_move_by_default_and_svg_never() {
     // not images stay in both runs.
     assert!(markdown.contains(&format!("[link to a picture]({CORS}https://pics.example.org/link.jpg)")));
 }
+
+/// `--in-place` on a symlink rewrites the file it points at and leaves the link a link.
+#[cfg(unix)]
+#[test]
+fn in_place_keeps_a_symlink_a_link() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let real = home.path().join("real.md");
+    fs::write(&real, format!("![a]({CORS}https://pics.example.org/a.jpg)\n")).expect("write");
+    let link = home.path().join("link.md");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+    let output = rewrite(&["--in-place", path(&link)], home.path());
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "still a link");
+    assert_eq!(fs::read_to_string(&real).expect("read"), format!("![a]({BASE}/?https://pics.example.org/a.jpg)\n"));
+    // Nothing was left beside either of them.
+    let names: Vec<String> = fs::read_dir(home.path())
+        .expect("dir")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|name| !name.contains("mirage-rewrite")), "{names:?}");
+}

@@ -144,6 +144,10 @@ fn relative_to_input(input: &Path, file: &Path) -> PathBuf {
 /// Writes `text` to `path` through a temporary file beside it (fsync, then rename), so that a crash or a full
 /// disk leaves the old file or the new one, never a mix; the file keeps the permissions of `like`.
 fn write_atomically(path: &Path, text: &str, like: Option<&fs::Metadata>) -> std::io::Result<()> {
+    // A symlink (a post shared between two places) stays a link: the file it points at is the one replaced, and
+    // the temp file is made beside that file, so the rename stays on one file system.
+    let real = fs::canonicalize(path).ok().filter(|_| fs::symlink_metadata(path).is_ok_and(|meta| meta.is_symlink()));
+    let path = real.as_deref().unwrap_or(path);
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.mirage-rewrite-{}", std::process::id()));
