@@ -277,19 +277,23 @@ impl Pipeline {
     /// Answers a request: the original for a mirror, else the variant. Each comes from a fresh cache entry or
     /// from one coalesced fill per key.
     pub async fn get(&self, request: &ImageRequest) -> Result<Served, Error> {
-        self.get_keyed(&KeyedRequest::new(request.clone())).await
+        self.get_with_key(request, request.key()).await
     }
 
     /// [`Pipeline::get`] of a request whose key is already known (the server's, from `routes`).
     pub async fn get_keyed(&self, keyed: &KeyedRequest) -> Result<Served, Error> {
-        let request = keyed.request();
+        self.get_with_key(keyed.request(), keyed.key()).await
+    }
+
+    /// `get` with `key` = `request.key()`, made by the caller (once per URL for the server).
+    async fn get_with_key(&self, request: &ImageRequest, key: CacheKey) -> Result<Served, Error> {
         // Host and port rules also hold for what is already cached: a newly denied host is not served.
         self.inner.fetcher.check_host_rules(request.target.url())?;
         match &request.variant {
             // A mirror's key is its source's.
-            None => self.get_source_keyed(&request.target, keyed.key()).await,
+            None => self.get_source_keyed(&request.target, key).await,
             Some(variant) => {
-                let mut served = self.get_variant(request, variant, keyed.key()).await?;
+                let mut served = self.get_variant(request, variant, key).await?;
                 served.varies_on_accept = variant.varies_on_accept();
                 Ok(served)
             }
@@ -320,7 +324,7 @@ impl Pipeline {
         let filled = self
             .inner
             .fills
-            .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant).await })
+            .fill_once(key, move || async move { pipeline.fill_variant(&request, &variant, key).await })
             .await;
         flatten(filled)
     }
@@ -329,8 +333,7 @@ impl Pipeline {
     /// variant made from the very bytes the original still has is renewed instead of made again: a variant is
     /// revalidated by revalidating its original. While upstream fails, the expired variant answers `STALE` under
     /// the rules of an original (see `stale`), also when the original itself is no longer cached.
-    async fn fill_variant(&self, request: &ImageRequest, variant: &Variant) -> Result<Served, Error> {
-        let key = request.key();
+    async fn fill_variant(&self, request: &ImageRequest, variant: &Variant, key: CacheKey) -> Result<Served, Error> {
         // Taken before anything is read: a purge from here on keeps this fill from storing.
         let at = self.store_at(key, request.source_key());
         let now = self.inner.clock.unix_now();

@@ -20,6 +20,28 @@ async fn photo_upstream() -> Upstream {
     upstream
 }
 
+/// What most tests start from: a loopback upstream serving the photo, a Mirage server in a fresh directory (with
+/// `--origin` the upstream's root when `with_origin`), a client, and the photo's source written with and without a
+/// scheme.
+struct Setup {
+    upstream: Upstream,
+    dir: tempfile::TempDir,
+    proxy: Proxy,
+    client: reqwest::Client,
+    host: String,
+    source: String,
+}
+
+async fn setup(with_origin: bool) -> Setup {
+    let upstream = photo_upstream().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = upstream.url("/");
+    let flags: &[&str] = if with_origin { &["--origin", &origin] } else { &[] };
+    let proxy = Proxy::local(dir.path(), flags).await;
+    let (host, source) = (host_of(&upstream), upstream.url(PHOTO));
+    Setup { upstream, dir, proxy, client: client(), host, source }
+}
+
 /// The upstream's host and port, as weserv and thumbor write sources without a scheme.
 fn host_of(upstream: &Upstream) -> String {
     upstream.url("").trim_start_matches("http://").trim_end_matches('/').to_owned()
@@ -58,13 +80,7 @@ fn base64url(text: &str) -> String {
 
 #[tokio::test]
 async fn every_dialect_gives_the_size_and_format_it_asks_for() {
-    let upstream = photo_upstream().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let origin = upstream.url("/");
-    let proxy = Proxy::local(dir.path(), &["--origin", &origin]).await;
-    let client = client();
-    let host = host_of(&upstream);
-    let source = upstream.url(PHOTO);
+    let Setup { upstream, dir: _dir, proxy, client, host, source } = setup(true).await;
     let cases = [
         (format!("/?url={host}{PHOTO}&w=200&output=png"), ImageFormat::Png, (200, 142)),
         (format!("/?url={host}{PHOTO}&w=120&h=120&fit=cover&output=webp"), ImageFormat::Webp, (120, 120)),
@@ -89,13 +105,7 @@ async fn every_dialect_gives_the_size_and_format_it_asks_for() {
 
 #[tokio::test]
 async fn a_dialect_spelling_and_the_native_one_share_one_cache_entry() {
-    let upstream = photo_upstream().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let origin = upstream.url("/");
-    let proxy = Proxy::local(dir.path(), &["--origin", &origin]).await;
-    let client = client();
-    let host = host_of(&upstream);
-    let source = upstream.url(PHOTO);
+    let Setup { upstream, dir: _dir, proxy, client, host, source } = setup(true).await;
     // (native spelling, dialect spelling) of one image and size; each pair is a size no other pair asks for.
     let pairs = [
         (format!("/w=210,fit=contain/?{source}"), format!("/?url={host}{PHOTO}&w=210")),
@@ -122,12 +132,7 @@ async fn a_dialect_spelling_and_the_native_one_share_one_cache_entry() {
 
 #[tokio::test]
 async fn unsupported_parameters_are_400_naming_them() {
-    let upstream = photo_upstream().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let proxy = Proxy::local(dir.path(), &[]).await;
-    let client = client();
-    let host = host_of(&upstream);
-    let source = upstream.url(PHOTO);
+    let Setup { upstream, dir: _dir, proxy, client, host, source } = setup(false).await;
     let cases = [
         (format!("/?url={host}{PHOTO}&w=300&h=300&fit=cover&a=entropy"), "weserv parameter \"a\""),
         (format!("/?url={host}{PHOTO}&mask=circle"), "weserv parameter \"mask\""),
@@ -232,12 +237,7 @@ fn hex(text: &str) -> String {
 
 #[tokio::test]
 async fn without_keys_unsigned_dialects_pass_and_thumbor_signatures_cannot_be_checked() {
-    let upstream = photo_upstream().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let proxy = Proxy::local(dir.path(), &[]).await;
-    let client = client();
-    let host = host_of(&upstream);
-    let source = upstream.url(PHOTO);
+    let Setup { upstream: _upstream, dir: _dir, proxy, client, host, source } = setup(false).await;
     // imgproxy with signing off takes any signature segment, as imgproxy does.
     let path = format!("/w:100/plain/{source}");
     let any_sig = python_signature("sha256", IMGPROXY_KEY, IMGPROXY_SALT, &path);

@@ -322,7 +322,8 @@ impl Entry {
 
     /// Computes `body_len` and `body_sha256` from `body`: the one place, besides `decode`, that fills them.
     fn build(kind: EntryKind, content_type: String, stored_at: u64, expires_at: u64, body: Bytes) -> Entry {
-        let meta = EntryMeta {
+        let body_sha256 = sha256(&body);
+        let mut meta = EntryMeta {
             kind,
             content_type,
             etag: None,
@@ -333,11 +334,10 @@ impl Entry {
             source: None,
             source_tag: Bytes::new(),
             body_len: body.len() as u64,
-            body_sha256: sha256(&body),
-            etag_token: Bytes::new(),
+            body_sha256,
+            etag_token: etag_token_of(&body_sha256),
             answer_headers: AnswerHeaders::default(),
         };
-        let mut meta = EntryMeta { etag_token: etag_token_of(&meta.body_sha256), ..meta };
         meta.renew_answer_headers();
         Entry { meta: Arc::new(meta), body }
     }
@@ -598,7 +598,7 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
     if !r.buf.is_empty() {
         return Err(corrupt("trailing bytes in header"));
     }
-    let meta = EntryMeta {
+    let mut meta = EntryMeta {
         kind,
         content_type,
         etag,
@@ -613,7 +613,6 @@ fn read_head(key: &CacheKey, file: &[u8]) -> Result<(EntryMeta, usize), CorruptE
         etag_token: etag_token_of(&body_sha256),
         answer_headers: AnswerHeaders::default(),
     };
-    let mut meta = meta;
     meta.renew_answer_headers();
     Ok((meta, body_start))
 }

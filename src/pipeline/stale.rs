@@ -58,7 +58,7 @@ impl Pipeline {
             let variant = variant.clone();
             tokio::spawn(async move {
                 let leader = pipeline.clone();
-                let fill = move || async move { leader.fill_variant(&request, &variant).await };
+                let fill = move || async move { leader.fill_variant(&request, &variant, key).await };
                 let _ = pipeline.inner.fills.fill_once(key, fill).await;
             });
         })
